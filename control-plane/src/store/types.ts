@@ -1,0 +1,161 @@
+/**
+ * The session store, as the rest of the control plane sees it. Each backend
+ * (store/sqlite, store/mongo) implements {@link Store} and passes the shared
+ * compliance suite in test/conformance/store.
+ *
+ * Times are milliseconds since the Unix epoch unless a name says otherwise.
+ */
+
+/** Who opened a session. */
+export interface Subject {
+  /** How the subject proved who it is. */
+  kind: "api-key" | "oidc";
+  /** Stable identifier: the API key id, or `<issuer>#<sub>` for OIDC. */
+  id: string;
+  /** Identifying claims kept with the record (repository, workflow, run id, actor…). */
+  claims: Record<string, string>;
+}
+
+export interface SessionRecord {
+  id: string;
+  connection: string;
+  subject: Subject;
+  labels: Record<string, string>;
+  createdAt: number;
+  expiresAt: number;
+  /** Set once, when the session is closed; null while it is open. */
+  closedAt: number | null;
+  /** Signature over the event chain, set when the session is closed. */
+  seal: Seal | null;
+}
+
+/**
+ * Proof that a session's record is complete and unaltered: the control plane
+ * signs how many events the session had and the hash of the last one.
+ */
+export interface Seal {
+  count: number;
+  lastHash: string;
+  sealedAt: number;
+  /** Compact JWS (EdDSA) over `{sid, count, lastHash, sealedAt}`. */
+  jws: string;
+}
+
+export type SessionStatus = "open" | "closed" | "expired";
+
+export interface SessionFilter {
+  connection?: string;
+  /** `expired` means open but past `expiresAt` at `now`. */
+  status?: SessionStatus;
+  subjectId?: string;
+  /** Reference time for the `open`/`expired` distinction. */
+  now: number;
+  limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Pass as `cursor` to get the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+export type EventKind =
+  | "request.head"
+  | "request.body"
+  | "response.head"
+  | "response.body"
+  | "response.sse"
+  | "exchange.end";
+
+/** An event as the agent reported it, before the store sequenced it. */
+export interface NewEvent {
+  /** `<exchangeId>:<index>`; storing the same id twice in a session is a no-op. */
+  id: string;
+  sessionId: string;
+  exchangeId: string;
+  /** When the agent observed it, in microseconds since the Unix epoch. */
+  at: number;
+  kind: EventKind;
+  /** The event's fields other than bytes, as plain JSON. */
+  attrs: Record<string, unknown>;
+  /** Raw bytes for body events; null otherwise. Any size. */
+  body: Uint8Array | null;
+}
+
+export interface StoredEvent extends NewEvent {
+  /** 1, 2, 3… within the session, in the order the store accepted the events. */
+  seq: number;
+  /** Hex SHA-256 chaining this event to the previous one; see sessions/chain.ts. */
+  hash: string;
+}
+
+export interface AppendResult {
+  appended: number;
+  duplicates: number;
+  /** The sessions that received new events, with their chain tail after the append. */
+  tails: Map<string, ChainTail>;
+}
+
+export interface ChainTail {
+  count: number;
+  lastHash: string;
+}
+
+/** An agent allowed to dial the control plane. Only the token's hash is kept. */
+export interface AgentRecord {
+  id: string;
+  name: string;
+  /** Hex SHA-256 of the agent token. */
+  tokenHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+  lastSeenAt: number | null;
+}
+
+/** A key that signs session tokens and seals. */
+export interface SigningKeyRecord {
+  kid: string;
+  alg: "EdDSA";
+  /** JWK JSON objects. */
+  publicJwk: Record<string, unknown>;
+  privateJwk: Record<string, unknown>;
+  createdAt: number;
+}
+
+export interface Store {
+  /** Fails with GATE_STORE_UNAVAILABLE when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  insertSession(session: SessionRecord): Promise<void>;
+  getSession(id: string): Promise<SessionRecord | null>;
+  /** Newest first. */
+  listSessions(filter: SessionFilter): Promise<Page<SessionRecord>>;
+  /** Closes an open session; a closed one is returned unchanged. Null if unknown. */
+  closeSession(id: string, closedAt: number): Promise<SessionRecord | null>;
+  setSeal(id: string, seal: Seal): Promise<void>;
+  /** Sessions closed before they expired, whose tokens must still be refused at `now`. */
+  listRevokedSessions(now: number): Promise<Array<{ id: string; expiresAt: number }>>;
+
+  /**
+   * Sequences, chains and stores events, atomically per call. Events of one
+   * session keep their relative order. Events already stored (same session and
+   * id) are skipped, so a resent batch changes nothing.
+   */
+  appendEvents(events: NewEvent[]): Promise<AppendResult>;
+  /** Events with `seq > afterSeq`, in order, at most `limit`. */
+  readEvents(sessionId: string, afterSeq: number, limit: number): Promise<StoredEvent[]>;
+  chainTail(sessionId: string): Promise<ChainTail>;
+
+  insertAgent(agent: AgentRecord): Promise<void>;
+  findAgentByTokenHash(tokenHash: string): Promise<AgentRecord | null>;
+  listAgents(): Promise<AgentRecord[]>;
+  revokeAgent(id: string, revokedAt: number): Promise<AgentRecord | null>;
+  touchAgent(id: string, lastSeenAt: number): Promise<void>;
+
+  insertSigningKey(key: SigningKeyRecord): Promise<void>;
+  /** Oldest first. */
+  listSigningKeys(): Promise<SigningKeyRecord[]>;
+}

@@ -1,0 +1,17 @@
+// Original file: proto/gatehouse/v1/agent_link.proto
+
+import type { Connection as _gatehouse_v1_Connection, Connection__Output as _gatehouse_v1_Connection__Output } from '../../gatehouse/v1/Connection.js';
+import type { VerificationKey as _gatehouse_v1_VerificationKey, VerificationKey__Output as _gatehouse_v1_VerificationKey__Output } from '../../gatehouse/v1/VerificationKey.js';
+import type { RevokedSession as _gatehouse_v1_RevokedSession, RevokedSession__Output as _gatehouse_v1_RevokedSession__Output } from '../../gatehouse/v1/RevokedSession.js';
+
+export interface AgentConfig {
+  'connections'?: (_gatehouse_v1_Connection)[];
+  'tokenKeys'?: (_gatehouse_v1_VerificationKey)[];
+  'revoked'?: (_gatehouse_v1_RevokedSession)[];
+}
+
+export interface AgentConfig__Output {
+  'connections': (_gatehouse_v1_Connection__Output)[];
+  'tokenKeys': (_gatehouse_v1_VerificationKey__Output)[];
+  'revoked': (_gatehouse_v1_RevokedSession__Output)[];
+}
