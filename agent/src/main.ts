@@ -1,1 +1,163 @@
-export {};
+/**
+ * Composition root of an agent: wires the spool, the link to the control
+ * plane, token verification, credentials and the proxy listener. The process
+ * entry (cli/) reads the environment and configuration and passes them in.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import type { Connection__Output } from "@gatehouse/proto";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { Agent as UndiciAgent } from "undici";
+import type { AgentConfig } from "./config.js";
+import { Credentials, EnvCredentialSource } from "./credentials/source.js";
+import { AgentLinkClient, type LinkTls } from "./link/link.js";
+import { createAgentMetrics } from "./metrics.js";
+import { createProxyServer } from "./proxy/server.js";
+import { Spool } from "./spool/spool.js";
+import { TokenVerifier } from "./tokens/verifier.js";
+
+export type { AgentConfig } from "./config.js";
+export { agentConfigSchema, proxyConfigSchema } from "./config.js";
+
+export const AGENT_VERSION = "0.1.0";
+
+export interface AgentDeps {
+  config: AgentConfig;
+  /** The agent token the control plane knows this agent by. */
+  token: string;
+  /** Where the spool lives unless `spool.dir` says otherwise. */
+  dataDir: string;
+  /** The process environment: credentials with `{env: NAME}` are read from it. */
+  env: Readonly<Record<string, string | undefined>>;
+  /** A logger per component (levels are set per component by the caller). */
+  log: (component: string) => Logger;
+  registry: Registry;
+}
+
+export interface RunningAgent {
+  /** Base URL of the proxy, as advertised to the control plane. */
+  proxyUrl: string;
+  port: number;
+  link: AgentLinkClient;
+  spool: Spool;
+  verifier: TokenVerifier;
+  /** Stops accepting requests, lets running ones finish (up to `graceMs`), then closes the link and spool. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+async function readTls(tls: AgentConfig["controlPlane"]["tls"]): Promise<LinkTls | undefined> {
+  if (!tls) return undefined;
+  const read = (file: string | undefined) => (file ? readFile(file) : Promise.resolve(undefined));
+  const [ca, cert, key] = await Promise.all([read(tls.caFile), read(tls.certFile), read(tls.keyFile)]);
+  return { ca, cert, key, serverName: tls.serverName };
+}
+
+/** The agent's id: configured, or generated once and kept beside the spool. */
+async function agentId(config: AgentConfig, spoolDir: string): Promise<string> {
+  if (config.agent.id) return config.agent.id;
+  const file = join(spoolDir, "agent-id");
+  try {
+    return (await readFile(file, "utf8")).trim();
+  } catch {
+    const id = `agent-${randomUUID()}`;
+    await writeFile(file, `${id}\n`, { mode: 0o600 });
+    return id;
+  }
+}
+
+function splitHostPort(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(":");
+  return { host: address.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(address.slice(at + 1)) };
+}
+
+export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
+  const { config } = deps;
+  const spoolDir = config.spool.dir ?? join(deps.dataDir, "spool");
+  await mkdir(spoolDir, { recursive: true });
+  const spool = await Spool.open({ dir: spoolDir, fsyncIntervalMs: config.spool.fsyncIntervalMs });
+  const spoolLog = deps.log("agent.spool");
+  if (spool.recovery.truncated)
+    spoolLog.warn({ truncated: spool.recovery.truncated }, "repaired a torn spool tail");
+  if (spool.recovery.pendingRecords > 0) {
+    spoolLog.info(
+      { pending: spool.recovery.pendingRecords },
+      "unacknowledged events found; they will be resent",
+    );
+  }
+  spool.on("error", (error) => spoolLog.error({ err: error }, "the spool stopped accepting events"));
+
+  const verifier = new TokenVerifier();
+  let connections: ReadonlyMap<string, Connection__Output> | null = null;
+  const dispatcher = new UndiciAgent({ keepAliveTimeout: 30_000, connect: { timeout: 10_000 } });
+  let link: AgentLinkClient | null = null;
+  const metrics = createAgentMetrics(deps.registry, {
+    spoolPending: () => spool.pending,
+    linkReady: () => link?.state === "ready",
+  });
+  const server = createProxyServer({
+    verifier,
+    credentials: new Credentials(new EnvCredentialSource(deps.env)),
+    spool,
+    dispatcher,
+    limits: config.proxy,
+    logger: deps.log("agent.proxy"),
+    connections: () => connections,
+    notReadyReason: () =>
+      connections ? null : `no configuration from the control plane at ${config.controlPlane.address} yet`,
+    metrics,
+    registry: deps.registry,
+  });
+  const listen = splitHostPort(config.proxy.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
+  const proxyUrl = config.proxy.publicUrl ?? `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+
+  const linkLog = deps.log("agent.link");
+  link = new AgentLinkClient({
+    address: config.controlPlane.address,
+    token: deps.token,
+    tls: await readTls(config.controlPlane.tls),
+    hello: {
+      agentId: await agentId(config, spoolDir),
+      version: AGENT_VERSION,
+      capabilities: ["proxy.anthropic", "spool.v1"],
+      connections: [...config.agent.connections],
+      proxyUrl,
+    },
+    spool,
+    logger: linkLog,
+    onConfig: (pushed) => {
+      connections = new Map(pushed.connections.map((c) => [c.name, c]));
+      verifier.configure(pushed);
+      linkLog.info({ connections: [...connections.keys()] }, "configuration received");
+    },
+    onRevocation: (sessions) => verifier.revoke(sessions),
+  });
+  link.start();
+
+  const running = link;
+  return {
+    proxyUrl,
+    port,
+    link: running,
+    spool,
+    verifier,
+    async stop(graceMs = 10_000) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), graceMs);
+      await closed;
+      clearTimeout(grace);
+      await running.stop();
+      await spool.close();
+      await dispatcher.close();
+    },
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * The agent's configuration: one schema, validated once at start-up by the
+ * process entry (cli/), unknown keys rejected by name. Defaults are declared
+ * next to each option. Connections themselves come from the control plane.
+ */
+import { z } from "zod";
+
+/** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, "expected host:port, e.g. 127.0.0.1:7080");
+
+export const proxyConfigSchema = z.strictObject({
+  listen: listenAddress.default("127.0.0.1:7080"),
+  /** Base URL clients use to reach this agent (default: http://<listen address>). */
+  publicUrl: z.url({ protocol: /^https?$/ }).optional(),
+  /** Largest request body accepted from a client; larger ones get 413. */
+  maxRequestBytes: z
+    .int()
+    .min(1024)
+    .default(32 * 1024 * 1024),
+  /** Largest single server-sent event accepted from upstream. */
+  maxSseEventBytes: z
+    .int()
+    .min(1024)
+    .default(16 * 1024 * 1024),
+  /** How long to wait for upstream response headers. */
+  upstreamHeadersTimeoutSeconds: z.int().min(1).default(600),
+});
+
+export const agentConfigSchema = z.strictObject({
+  agent: z
+    .strictObject({
+      /** Stable id reported to the control plane; default: one generated and kept in the spool directory. */
+      id: z.string().min(1).optional(),
+      /** Connections this agent serves; empty: every connection the control plane has. */
+      connections: z.array(z.string()).default([]),
+    })
+    .default({ connections: [] }),
+  controlPlane: z.strictObject({
+    /** gRPC address of the control plane, host:port. */
+    address: z.string().min(1),
+    /** File holding the agent token (`gatehouse agents create`); or set GATEHOUSE_AGENT_TOKEN. */
+    tokenFile: z.string().optional(),
+    /** TLS towards the control plane; without it the link is plaintext (loopback or a trusted network only). */
+    tls: z
+      .strictObject({
+        /** CA that signed the control plane's certificate (default: the system roots). */
+        caFile: z.string().optional(),
+        /** Client certificate and key, for mTLS. */
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+        /** Name to verify the server certificate against, when it differs from the address host. */
+        serverName: z.string().optional(),
+      })
+      .optional(),
+  }),
+  proxy: proxyConfigSchema.default(proxyConfigSchema.parse({})),
+  spool: z
+    .strictObject({
+      /** Directory of the on-disk spool; default `<data dir>/spool`. */
+      dir: z.string().optional(),
+      /** Longest time a written event may wait for fsync (power-loss window). */
+      fsyncIntervalMs: z.int().min(0).max(10_000).default(100),
+    })
+    .default({ fsyncIntervalMs: 100 }),
+});
+
+export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
+export type ProxyConfig = Readonly<z.infer<typeof proxyConfigSchema>>;

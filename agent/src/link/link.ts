@@ -1,0 +1,345 @@
+/**
+ * The agent's end of AgentLink: one bidirectional gRPC stream, dialled by the
+ * agent, that carries configuration down and recorded events up.
+ *
+ * States (a long-lived loop, so listed explicitly):
+ *
+ *   idle ──start()──▶ connecting ──welcome──▶ ready
+ *                        ▲   │                  │
+ *                 timer  │   │ stream ended or  │ stream ended or failed
+ *                        │   ▼ failed           ▼
+ *                      backoff ◀────────────────┘
+ *   any ──stop()──▶ stopped
+ *
+ * In `ready`, events are read from the spool from the first unacknowledged
+ * sequence and sent in batches, with a bounded number of batches awaiting
+ * acknowledgement. Every (re)connect starts again from the acknowledged point,
+ * so anything sent but not acknowledged before a disconnect is sent again; the
+ * control plane stores each event once.
+ */
+import type {
+  AgentConfig__Output,
+  AgentMessage,
+  ControlMessage__Output,
+  AgentLinkClient as GrpcAgentLinkClient,
+  Hello,
+  RevokedSession__Output,
+  SessionEvent__Output,
+} from "@gatehouse/proto";
+import { loadAgentLink } from "@gatehouse/proto";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+export type LinkState = "idle" | "connecting" | "ready" | "backoff" | "stopped";
+
+/** The spool as the link uses it. */
+export interface LinkSpool {
+  readonly ackedSeq: number;
+  readonly lastWrittenSeq: number;
+  readonly pending: number;
+  read(
+    fromSeq: number,
+    maxRecords: number,
+    maxBytes: number,
+  ): Promise<Array<{ seq: number; event: SessionEvent__Output }>>;
+  ack(upToSeq: number): Promise<void>;
+  /** `written` is emitted whenever more records can be read. */
+  on(event: "written", listener: (lastWrittenSeq: number) => void): unknown;
+}
+
+export interface LinkTls {
+  ca?: Buffer | undefined;
+  cert?: Buffer | undefined;
+  key?: Buffer | undefined;
+  serverName?: string | undefined;
+}
+
+export interface LinkOptions {
+  address: string;
+  token: string;
+  tls?: LinkTls | undefined;
+  hello: Hello;
+  spool: LinkSpool;
+  logger: Logger;
+  /** First retry delay; doubles per failed attempt, with full jitter, up to `maxBackoffMs`. */
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** How long to wait for the welcome after opening the stream. */
+  welcomeTimeoutMs?: number;
+  /** Batches sent and not yet acknowledged, at most. */
+  maxBatchesInFlight?: number;
+  maxBatchEvents?: number;
+  /** A batch stops growing at this size; events are at most 256 KiB, so batches stay under the 16 MiB message limit. */
+  maxBatchBytes?: number;
+  onConfig: (config: AgentConfig__Output) => void;
+  onRevocation: (sessions: RevokedSession__Output[]) => void;
+}
+
+type LinkCall = grpc.ClientDuplexStream<AgentMessage, ControlMessage__Output>;
+
+export class AgentLinkClient {
+  private state_: LinkState = "idle";
+  private client: GrpcAgentLinkClient | null = null;
+  private call: LinkCall | null = null;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private welcomeTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private nextSeq = 1;
+  /** Last spool sequence of each batch awaiting acknowledgement, oldest first. */
+  private inFlight: number[] = [];
+  private pumping = false;
+  private readonly stateListeners = new Set<(state: LinkState) => void>();
+  private drainWaiters: Array<() => void> = [];
+  private readonly opts: Required<Omit<LinkOptions, "tls">> & Pick<LinkOptions, "tls">;
+
+  constructor(options: LinkOptions) {
+    this.opts = {
+      initialBackoffMs: 200,
+      maxBackoffMs: 15_000,
+      welcomeTimeoutMs: 10_000,
+      maxBatchesInFlight: 8,
+      maxBatchEvents: 1000,
+      maxBatchBytes: 4 * 1024 * 1024,
+      ...options,
+    };
+    options.spool.on("written", () => this.pump());
+  }
+
+  get state(): LinkState {
+    return this.state_;
+  }
+
+  /** Calls `listener` on every state change. */
+  onState(listener: (state: LinkState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Resolves once the link is in `state` (at once if it already is). */
+  whenState(state: LinkState): Promise<void> {
+    if (this.state_ === state) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.onState((s) => {
+        if (s === state) {
+          off();
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** Resolves when every event written to the spool so far is acknowledged as durable. */
+  whenDrained(): Promise<void> {
+    if (this.opts.spool.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  start(): void {
+    if (this.state_ !== "idle") return;
+    const { address, tls } = this.opts;
+    const credentials = tls
+      ? grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null)
+      : grpc.credentials.createInsecure();
+    const AgentLink = loadAgentLink().AgentLink;
+    this.client = new AgentLink(address, credentials, {
+      // Detects a control plane that vanished without closing the connection.
+      "grpc.keepalive_time_ms": 20_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      ...(tls?.serverName ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
+    });
+    this.connect();
+  }
+
+  /** Ends the link for good. Unacknowledged events stay in the spool for the next start. */
+  async stop(): Promise<void> {
+    this.setState("stopped");
+    clearTimeout(this.retryTimer);
+    this.teardown();
+    this.client?.close();
+    this.client = null;
+  }
+
+  private setState(state: LinkState): void {
+    if (this.state_ === state || this.state_ === "stopped") return;
+    this.state_ = state;
+    for (const listener of this.stateListeners) listener(state);
+  }
+
+  private connect(): void {
+    if (this.state_ === "stopped" || !this.client) return;
+    this.setState("connecting");
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${this.opts.token}`);
+    const call = this.client.Connect(metadata);
+    this.call = call;
+    call.on("data", (message: ControlMessage__Output) => this.onMessage(call, message));
+    call.on("error", (error: grpc.ServiceError) => this.onEnd(call, error));
+    call.on("end", () => this.onEnd(call, null));
+    call.write({ hello: this.opts.hello });
+    this.welcomeTimer = setTimeout(() => {
+      this.opts.logger.warn(
+        { address: this.opts.address },
+        "no welcome from the control plane in time; reconnecting",
+      );
+      call.cancel();
+    }, this.opts.welcomeTimeoutMs);
+  }
+
+  private onMessage(call: LinkCall, message: ControlMessage__Output): void {
+    if (call !== this.call) return;
+    switch (message.msg) {
+      case "welcome": {
+        clearTimeout(this.welcomeTimer);
+        const welcome = message.welcome;
+        if (!welcome?.config) return;
+        this.attempt = 0;
+        this.nextSeq = this.opts.spool.ackedSeq + 1;
+        this.inFlight = [];
+        this.opts.onConfig(welcome.config);
+        this.setState("ready");
+        this.opts.logger.info(
+          {
+            address: this.opts.address,
+            controlPlaneId: welcome.controlPlaneId,
+            pending: this.opts.spool.pending,
+          },
+          "linked to the control plane",
+        );
+        this.startHeartbeat(call, welcome.heartbeatIntervalMs || 10_000);
+        this.pump();
+        return;
+      }
+      case "config":
+        if (message.config) this.opts.onConfig(message.config);
+        return;
+      case "revocation":
+        if (message.revocation) this.opts.onRevocation(message.revocation.sessions);
+        return;
+      case "ack":
+        if (message.ack) void this.acknowledged(message.ack.upToSeq);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async acknowledged(upToSeq: number): Promise<void> {
+    while (this.inFlight.length > 0 && (this.inFlight[0] ?? 0) <= upToSeq) this.inFlight.shift();
+    try {
+      await this.opts.spool.ack(upToSeq);
+    } catch (error) {
+      this.opts.logger.error({ err: error }, "could not record an acknowledgement in the spool");
+    }
+    if (this.opts.spool.pending === 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+    this.pump();
+  }
+
+  /** Sends written, unsent spool records while the window allows. */
+  private pump(): void {
+    if (this.pumping || this.state_ !== "ready") return;
+    this.pumping = true;
+    this.sendBatches()
+      .catch((error: unknown) => {
+        this.opts.logger.error({ err: error }, "could not read the spool; reconnecting");
+        this.call?.cancel();
+      })
+      .finally(() => {
+        this.pumping = false;
+      });
+  }
+
+  private async sendBatches(): Promise<void> {
+    const { spool, maxBatchesInFlight, maxBatchEvents, maxBatchBytes } = this.opts;
+    while (
+      this.state_ === "ready" &&
+      this.inFlight.length < maxBatchesInFlight &&
+      this.nextSeq <= spool.lastWrittenSeq
+    ) {
+      const call = this.call;
+      const read = await spool.read(this.nextSeq, maxBatchEvents, maxBatchBytes);
+      const first = read[0]?.seq;
+      if (first === undefined || call !== this.call || this.state_ !== "ready") return;
+      // A batch covers consecutive seqs; after a crash the spool may skip some, so a batch ends at a gap.
+      let count = 1;
+      while (count < read.length && read[count]?.seq === first + count) count += 1;
+      const last = first + count - 1;
+      call?.write({ events: { firstSeq: first, events: read.slice(0, count).map((r) => r.event) } });
+      this.inFlight.push(last);
+      this.nextSeq = last + 1;
+    }
+    // More may have been written while the last read was in progress.
+    if (
+      this.state_ === "ready" &&
+      this.inFlight.length < maxBatchesInFlight &&
+      this.nextSeq <= spool.lastWrittenSeq
+    ) {
+      queueMicrotask(() => this.pump());
+    }
+  }
+
+  private startHeartbeat(call: LinkCall, intervalMs: number): void {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = setInterval(() => {
+      if (call !== this.call) return;
+      call.write({ heartbeat: { sentAtUnixMs: Date.now(), spoolPending: this.opts.spool.pending } });
+    }, intervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  private onEnd(call: LinkCall, error: grpc.ServiceError | null): void {
+    if (call !== this.call) return;
+    this.teardown();
+    if (this.state_ === "stopped") return;
+    const refused =
+      error?.code === grpc.status.UNAUTHENTICATED || error?.code === grpc.status.PERMISSION_DENIED;
+    const delay = this.backoffDelay(refused);
+    const log = this.opts.logger;
+    const context = {
+      address: this.opts.address,
+      retryInMs: delay,
+      code: error?.code,
+      reason: error?.details,
+    };
+    if (refused) {
+      log.error(context, "the control plane refused this agent's token; check controlPlane.tokenFile");
+    } else {
+      log.warn(context, "link to the control plane lost; events are kept in the spool until it is back");
+    }
+    this.setState("backoff");
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /**
+   * Every ending is retried: UNAVAILABLE and CANCELLED (restarts, network),
+   * INTERNAL/UNKNOWN (transient faults) and also UNAUTHENTICATED (an operator
+   * may fix the token on the control plane) — the last at the slowest pace,
+   * since retrying sooner cannot help.
+   */
+  private backoffDelay(refused: boolean): number {
+    const { initialBackoffMs, maxBackoffMs } = this.opts;
+    const ceiling = refused ? maxBackoffMs : Math.min(maxBackoffMs, initialBackoffMs * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 30);
+    return Math.round(Math.random() * ceiling);
+  }
+
+  private teardown(): void {
+    clearTimeout(this.welcomeTimer);
+    clearInterval(this.heartbeatTimer);
+    const call = this.call;
+    this.call = null;
+    this.inFlight = [];
+    if (call) {
+      call.removeAllListeners("data");
+      // Late errors of a call we have given up on are expected; keep them from being unhandled.
+      call.on("error", () => {});
+      call.cancel();
+    }
+  }
+}

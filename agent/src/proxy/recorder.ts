@@ -1,0 +1,117 @@
+/**
+ * Turns one exchange (a request and its response) into ordered session events
+ * and hands them to the spool. Bodies are cut into bounded chunks so no event
+ * outgrows a link message or a store document.
+ */
+import type { Header, Outcome, SessionEvent } from "@gatehouse/proto";
+import { v7 as uuidv7 } from "uuid";
+
+/** Largest body slice in one event. */
+export const MAX_CHUNK_BYTES = 256 * 1024;
+
+export interface EventSink {
+  append(event: SessionEvent): number;
+}
+
+export interface ExchangeEnd {
+  outcome: Outcome;
+  status: number;
+  errorCode?: string;
+  errorMessage?: string;
+}
+
+/** Microseconds since the epoch, with sub-millisecond resolution. */
+export function nowMicros(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+export class ExchangeRecorder {
+  readonly exchangeId = uuidv7();
+  private index = 0;
+  private requestBytes = 0;
+  private responseBytes = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private ended = false;
+
+  constructor(
+    private readonly sink: EventSink,
+    readonly sessionId: string,
+  ) {}
+
+  requestHead(head: {
+    connection: string;
+    kind: string;
+    method: string;
+    path: string;
+    headers: Header[];
+  }): void {
+    this.emit({ requestHead: head });
+  }
+
+  requestBody(body: Buffer): void {
+    this.requestBytes += body.length;
+    for (let at = 0; at < body.length; at += MAX_CHUNK_BYTES) {
+      this.emit({ requestBody: { data: body.subarray(at, at + MAX_CHUNK_BYTES) } });
+    }
+  }
+
+  responseHead(status: number, headers: Header[]): void {
+    this.emit({ responseHead: { status, headers } });
+  }
+
+  /** A slice of a non-streamed response body; slices are coalesced up to the chunk size. */
+  responseBody(chunk: Buffer): void {
+    this.responseBytes += chunk.length;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= MAX_CHUNK_BYTES) this.flushBody();
+  }
+
+  /** One server-sent event of a streamed response. */
+  sse(event: string, data: string, bytes: number): void {
+    this.responseBytes += bytes;
+    this.emit({ sse: { event, data } });
+  }
+
+  /** Records how the exchange ended. Only the first call counts. */
+  end(end: ExchangeEnd): void {
+    if (this.ended) return;
+    this.flushBody();
+    this.ended = true;
+    this.emit({
+      exchangeEnd: {
+        outcome: end.outcome,
+        status: end.status,
+        errorCode: end.errorCode ?? "",
+        errorMessage: end.errorMessage ?? "",
+        requestBytes: this.requestBytes,
+        responseBytes: this.responseBytes,
+      },
+    });
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  private flushBody(): void {
+    if (this.pendingBytes === 0) return;
+    const body = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (let at = 0; at < body.length; at += MAX_CHUNK_BYTES) {
+      this.emit({ responseBody: { data: body.subarray(at, at + MAX_CHUNK_BYTES) } });
+    }
+  }
+
+  private emit(payload: Omit<SessionEvent, "id" | "sessionId" | "exchangeId" | "timeUnixMicros">): void {
+    this.sink.append({
+      id: `${this.exchangeId}:${this.index++}`,
+      sessionId: this.sessionId,
+      exchangeId: this.exchangeId,
+      timeUnixMicros: nowMicros(),
+      ...payload,
+    });
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The agent's HTTP listener. Clients reach a connection at `/c/<connection>/…`;
+ * `/healthz`, `/readyz` and `/metrics` serve operators.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Connection__Output } from "@gatehouse/proto";
+import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { Dispatcher } from "undici";
+import type { ProxyConfig } from "../config.js";
+import type { Credentials } from "../credentials/source.js";
+import type { AgentMetrics } from "../metrics.js";
+import type { TokenVerifier } from "../tokens/verifier.js";
+import { anthropicErrors, handleAnthropic } from "./anthropic/handler.js";
+import { refuse } from "./forward.js";
+import type { EventSink } from "./recorder.js";
+
+/** What every protocol handler needs. */
+export interface ProxyContext {
+  verifier: TokenVerifier;
+  credentials: Credentials;
+  spool: EventSink;
+  dispatcher: Dispatcher;
+  limits: ProxyConfig;
+  logger: Logger;
+}
+
+export interface ProxyServerOptions extends ProxyContext {
+  /** The connections pushed by the control plane; null until the first configuration arrives. */
+  connections: () => ReadonlyMap<string, Connection__Output> | null;
+  /** Why the agent is not ready, or null when it is. */
+  notReadyReason: () => string | null;
+  metrics: AgentMetrics;
+  registry: Registry;
+}
+
+const CONNECTION_PATH = /^\/c\/([^/?#]+)(.*)$/;
+
+export function createProxyServer(options: ProxyServerOptions): Server {
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    const stopTimer = options.metrics.requestDuration.startTimer();
+    route(options, req, res)
+      .catch((error: unknown) => {
+        options.logger.error({ err: error, method: req.method, url: req.url }, "proxy request failed");
+        refuse(res, null, anthropicErrors, asGatehouseError(error), "OUTCOME_FAILED");
+      })
+      .finally(() => {
+        stopTimer({ status: String(res.statusCode) });
+      });
+  });
+  // Long model generations stream for minutes; only idle sockets time out.
+  server.requestTimeout = 0;
+  return server;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function route(options: ProxyServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = req.url ?? "/";
+  const match = CONNECTION_PATH.exec(url);
+  if (!match) {
+    if (url === "/healthz") return json(res, 200, { status: "ok" });
+    if (url === "/readyz") {
+      const reason = options.notReadyReason();
+      return json(res, reason ? 503 : 200, reason ? { status: "not ready", reason } : { status: "ready" });
+    }
+    if (url === "/metrics") {
+      const text = await options.registry.metrics();
+      res.writeHead(200, { "content-type": options.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (req.method === "HEAD" && url === "/") return void res.writeHead(200).end();
+    const error = new GatehouseError("GATE_NOT_FOUND", `no route for ${url}; clients use /c/<connection>/…`);
+    return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
+  }
+  const name = decodeURIComponent(match[1] ?? "");
+  const rest = match[2] ?? "";
+  const path = rest.startsWith("/") ? rest : `/${rest}`;
+  // Claude Code probes its base URL with HEAD before it starts.
+  if (req.method === "HEAD" && (path === "/" || path.startsWith("/?"))) return void res.writeHead(200).end();
+
+  const connections = options.connections();
+  if (!connections) {
+    const error = new GatehouseError(
+      "GATE_NOT_READY",
+      `agent not ready: ${options.notReadyReason() ?? "starting"}`,
+    );
+    return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
+  }
+  const connection = connections.get(name);
+  if (!connection) {
+    const error = new GatehouseError(
+      "GATE_CONNECTION_NOT_FOUND",
+      `connection '${name}' not found on this agent; known: ${[...connections.keys()].join(", ") || "(none)"}`,
+    );
+    return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
+  }
+  switch (connection.type) {
+    case "anthropic":
+      return handleAnthropic(options, connection, req, res, path);
+    default: {
+      const error = new GatehouseError(
+        "GATE_CONNECTION_NOT_FOUND",
+        `connection '${name}' has type '${connection.type}', which this agent does not serve`,
+      );
+      return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
+    }
+  }
+}

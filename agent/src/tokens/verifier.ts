@@ -1,0 +1,125 @@
+/**
+ * Verifies session tokens locally, with the public keys and revocations the
+ * control plane pushes over the link, so that no request waits on the control
+ * plane. A token's signature is checked once; expiry, revocation and the
+ * connection it is bound to are checked on every use.
+ *
+ * @see https://www.rfc-editor.org/rfc/rfc7519 (JWT)
+ */
+import { EventEmitter } from "node:events";
+import type { AgentConfig__Output, RevokedSession__Output } from "@gatehouse/proto";
+import { GatehouseError } from "@gatehouse/proto/errors";
+import { createLocalJWKSet, type JWK, errors as joseErrors, jwtVerify } from "jose";
+
+export const SESSION_TOKEN_ISSUER = "gatehouse";
+export const SESSION_TOKEN_AUDIENCE = "gatehouse-agent";
+
+export interface SessionClaims {
+  sessionId: string;
+  connection: string;
+  subject: string;
+  /** Milliseconds since the epoch. */
+  expiresAt: number;
+}
+
+/** Verified tokens kept; beyond this the oldest are forgotten (and verified again if reused). */
+const CACHE_LIMIT = 10_000;
+
+/** `revoked` carries the ids of sessions whose tokens are refused from now on. */
+export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]] }> {
+  private keySet: ReturnType<typeof createLocalJWKSet> | null = null;
+  private readonly verified = new Map<string, SessionClaims>();
+  private readonly revoked = new Map<string, number>();
+
+  constructor(private readonly now: () => number = Date.now) {
+    super();
+  }
+
+  /** Replaces the verification keys and revocations with the control plane's current set. */
+  configure(config: Pick<AgentConfig__Output, "tokenKeys" | "revoked">): void {
+    const keys = config.tokenKeys.map((k) => JSON.parse(k.jwkJson) as JWK);
+    this.keySet = createLocalJWKSet({ keys });
+    // A key may have been withdrawn: tokens verified with it must be checked again.
+    this.verified.clear();
+    this.revoked.clear();
+    this.revoke(config.revoked);
+  }
+
+  revoke(sessions: readonly RevokedSession__Output[]): void {
+    const now = this.now();
+    for (const s of sessions) if (s.expiresAtUnixMs > now) this.revoked.set(s.sessionId, s.expiresAtUnixMs);
+    // Entries for tokens that have expired anyway are no longer needed.
+    for (const [id, expiresAt] of this.revoked) if (expiresAt <= now) this.revoked.delete(id);
+    this.emit(
+      "revoked",
+      sessions.map((s) => s.sessionId),
+    );
+  }
+
+  /** The claims of a valid token for `connection`, or a GatehouseError saying why it is refused. */
+  async verify(token: string, connection: string): Promise<SessionClaims> {
+    const claims = this.verified.get(token) ?? (await this.verifySignature(token));
+    if (claims.expiresAt <= this.now()) {
+      this.verified.delete(token);
+      throw new GatehouseError(
+        "GATE_TOKEN_EXPIRED",
+        `session token expired at ${new Date(claims.expiresAt).toISOString()}; open a new session`,
+      );
+    }
+    if (this.revoked.has(claims.sessionId)) {
+      throw new GatehouseError(
+        "GATE_TOKEN_REVOKED",
+        `session ${claims.sessionId} was closed; open a new session`,
+      );
+    }
+    if (claims.connection !== connection) {
+      throw new GatehouseError(
+        "GATE_WRONG_CONNECTION",
+        `session token is for connection '${claims.connection}', not '${connection}'; open a session for '${connection}'`,
+      );
+    }
+    return claims;
+  }
+
+  private async verifySignature(token: string): Promise<SessionClaims> {
+    if (!this.keySet) {
+      throw new GatehouseError(
+        "GATE_NOT_READY",
+        "agent has no token keys yet; it has not reached the control plane",
+      );
+    }
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token, this.keySet, {
+        issuer: SESSION_TOKEN_ISSUER,
+        audience: SESSION_TOKEN_AUDIENCE,
+        algorithms: ["EdDSA"],
+        requiredClaims: ["exp", "sub", "sid", "cnx"],
+      }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) {
+        throw new GatehouseError("GATE_TOKEN_EXPIRED", "session token expired; open a new session");
+      }
+      throw new GatehouseError(
+        "GATE_TOKEN_INVALID",
+        "session token is not valid (malformed, not signed by this Gatehouse, or for another audience); open a session with `gatehouse exec` or POST /v1/sessions",
+      );
+    }
+    const { sid, cnx, sub, exp } = payload;
+    if (
+      typeof sid !== "string" ||
+      typeof cnx !== "string" ||
+      typeof sub !== "string" ||
+      typeof exp !== "number"
+    ) {
+      throw new GatehouseError("GATE_TOKEN_INVALID", "session token lacks its session or connection claims");
+    }
+    const claims: SessionClaims = { sessionId: sid, connection: cnx, subject: sub, expiresAt: exp * 1000 };
+    if (this.verified.size >= CACHE_LIMIT) {
+      const oldest = this.verified.keys().next();
+      if (!oldest.done) this.verified.delete(oldest.value);
+    }
+    this.verified.set(token, claims);
+    return claims;
+  }
+}

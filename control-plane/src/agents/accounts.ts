@@ -1,0 +1,55 @@
+/**
+ * Agent accounts: each agent dials in with its own token, created here and
+ * shown once. Revoking an account ends its live streams at once.
+ */
+import { GatehouseError } from "@gatehouse/proto/errors";
+import { v7 as uuidv7 } from "uuid";
+import { AGENT_TOKEN_PREFIX, generateToken, hashToken } from "../identity/tokens.js";
+import type { AgentRecord, Store } from "../store/types.js";
+import type { AgentRegistry, LiveAgent } from "./registry.js";
+
+export interface AgentAccountView extends Omit<AgentRecord, "tokenHash"> {
+  /** Live streams of this account on this replica. */
+  live: Array<Pick<LiveAgent, "agentId" | "version" | "proxyUrl" | "connections" | "connectedAt">>;
+}
+
+export class AgentAccounts {
+  constructor(private readonly deps: { store: Store; registry: AgentRegistry; now: () => number }) {}
+
+  async create(name: string): Promise<{ agent: AgentRecord; token: string }> {
+    const token = generateToken(AGENT_TOKEN_PREFIX);
+    const agent: AgentRecord = {
+      id: uuidv7(),
+      name,
+      tokenHash: hashToken(token),
+      createdAt: this.deps.now(),
+      revokedAt: null,
+      lastSeenAt: null,
+    };
+    await this.deps.store.insertAgent(agent);
+    return { agent, token };
+  }
+
+  async list(): Promise<AgentAccountView[]> {
+    const live = this.deps.registry.list();
+    return (await this.deps.store.listAgents()).map(({ tokenHash: _, ...agent }) => ({
+      ...agent,
+      live: live
+        .filter((l) => l.accountId === agent.id)
+        .map(({ agentId, version, proxyUrl, connections, connectedAt }) => ({
+          agentId,
+          version,
+          proxyUrl,
+          connections,
+          connectedAt,
+        })),
+    }));
+  }
+
+  async revoke(id: string): Promise<AgentRecord> {
+    const agent = await this.deps.store.revokeAgent(id, this.deps.now());
+    if (!agent) throw new GatehouseError("GATE_NOT_FOUND", `agent '${id}' not found`);
+    this.deps.registry.disconnect(id, "agent token revoked");
+    return agent;
+  }
+}

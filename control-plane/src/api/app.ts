@@ -1,0 +1,189 @@
+/**
+ * The REST API (koa). Routes translate HTTP to calls on the domain services
+ * and back; they hold no business logic.
+ */
+import { Readable } from "node:stream";
+import { bodyParser } from "@koa/bodyparser";
+import Router from "@koa/router";
+import Koa, { type Context } from "koa";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { AgentAccounts } from "../agents/accounts.js";
+import type { ApiKeyAuthenticator, Principal } from "../identity/principals.js";
+import type { SigningKeys } from "../identity/signing-keys.js";
+import type { ControlPlaneMetrics } from "../metrics.js";
+import type { SessionFeed } from "../sessions/feed.js";
+import { type SessionService, sessionStatus } from "../sessions/service.js";
+import { sessionSummary, sessionView } from "../sessions/view.js";
+import type { StoredEvent } from "../store/types.js";
+import { requireRole } from "./auth.js";
+import { errorMiddleware } from "./errors.js";
+import { openApiDocument } from "./openapi.js";
+import { createAgentBody, eventsQuery, listSessionsQuery, openSessionBody, parse } from "./schemas.js";
+
+export interface ApiDeps {
+  sessions: SessionService;
+  accounts: AgentAccounts;
+  keys: SigningKeys;
+  auth: ApiKeyAuthenticator;
+  feed: SessionFeed;
+  registry: Registry;
+  metrics: ControlPlaneMetrics;
+  /** Reasons the control plane is not ready; empty when it is. */
+  notReadyReasons: () => Promise<string[]>;
+  logger: Logger;
+  now: () => number;
+  /** How often a live tail re-reads the store for events another replica ingested. */
+  followPollMs: number;
+}
+
+const EVENTS_PAGE = 500;
+
+/** One NDJSON line of the raw event stream. */
+function eventLine(e: StoredEvent): string {
+  return `${JSON.stringify({
+    seq: e.seq,
+    id: e.id,
+    exchangeId: e.exchangeId,
+    at: e.at,
+    kind: e.kind,
+    attrs: e.attrs,
+    ...(e.body ? { body: Buffer.from(e.body).toString("base64") } : {}),
+    hash: e.hash,
+  })}\n`;
+}
+
+export function createApi(deps: ApiDeps): Koa {
+  const { sessions, accounts, auth, now } = deps;
+  const app = new Koa({ proxy: false });
+  const router = new Router();
+  const anyReader = requireRole(auth, "admin", "auditor");
+  const admin = requireRole(auth, "admin");
+
+  router.get("/healthz", (ctx) => {
+    ctx.body = { status: "ok" };
+  });
+  router.get("/readyz", async (ctx) => {
+    const reasons = await deps.notReadyReasons();
+    ctx.status = reasons.length === 0 ? 200 : 503;
+    ctx.body = reasons.length === 0 ? { status: "ready" } : { status: "not ready", reasons };
+  });
+  router.get("/metrics", async (ctx) => {
+    ctx.type = deps.registry.contentType;
+    ctx.body = await deps.registry.metrics();
+  });
+  router.get("/v1/openapi.json", (ctx) => {
+    ctx.body = openApiDocument();
+  });
+  router.get("/v1/.well-known/jwks.json", (ctx) => {
+    ctx.set("cache-control", "public, max-age=300");
+    ctx.body = { keys: deps.keys.publicJwks };
+  });
+
+  router.post("/v1/sessions", admin, async (ctx) => {
+    const body = parse(openSessionBody, ctx.request.body, "session request");
+    const principal = ctx.state.principal as Principal;
+    const opened = await sessions.open({ kind: principal.kind, id: principal.id, claims: {} }, body);
+    ctx.status = 201;
+    ctx.body = {
+      id: opened.session.id,
+      token: opened.token,
+      expiresAt: new Date(opened.session.expiresAt).toISOString(),
+      connection: opened.session.connection,
+      proxyUrl: opened.proxyUrl,
+    };
+  });
+  router.get("/v1/sessions", anyReader, async (ctx) => {
+    const q = parse(listSessionsQuery, ctx.query, "query");
+    const page = await sessions.list({
+      connection: q.connection,
+      status: q.status,
+      subjectId: q.subject,
+      limit: q.limit,
+      cursor: q.cursor,
+    });
+    const at = now();
+    ctx.body = { items: page.items.map((s) => sessionSummary(s, at)), nextCursor: page.nextCursor };
+  });
+  router.get("/v1/sessions/:id", anyReader, async (ctx) => {
+    const session = await sessions.get(ctx.params.id ?? "");
+    const events: StoredEvent[] = [];
+    for (let after = 0; ; ) {
+      const page = await sessions.events(session.id, after, EVENTS_PAGE);
+      events.push(...page);
+      if (page.length < EVENTS_PAGE) break;
+      after = page[page.length - 1]?.seq ?? after;
+    }
+    ctx.body = sessionView(session, events, now());
+  });
+  router.delete("/v1/sessions/:id", admin, async (ctx) => {
+    ctx.body = sessionSummary(await sessions.close(ctx.params.id ?? ""), now());
+  });
+  router.get("/v1/sessions/:id/events", anyReader, async (ctx) => {
+    const q = parse(eventsQuery, ctx.query, "query");
+    const session = await sessions.get(ctx.params.id ?? "");
+    const follow = q.follow === "1" || q.follow === "true";
+    const abort = new AbortController();
+    ctx.req.on("close", () => abort.abort());
+    ctx.type = "application/x-ndjson";
+    ctx.set("cache-control", "no-store");
+    ctx.body = Readable.from(tail(deps, session.id, q.after, follow, abort.signal));
+    if (follow) ctx.flushHeaders();
+  });
+
+  router.post("/v1/agents", admin, async (ctx) => {
+    const body = parse(createAgentBody, ctx.request.body, "agent request");
+    const { agent, token } = await accounts.create(body.name);
+    ctx.status = 201;
+    ctx.body = { id: agent.id, name: agent.name, token };
+  });
+  router.get("/v1/agents", anyReader, async (ctx) => {
+    ctx.body = { items: await accounts.list() };
+  });
+  router.delete("/v1/agents/:id", admin, async (ctx) => {
+    const { tokenHash: _, ...agent } = await accounts.revoke(ctx.params.id ?? "");
+    ctx.body = agent;
+  });
+
+  app.use(async (ctx: Context, next) => {
+    const stop = deps.metrics.httpRequests.startTimer({ method: ctx.method });
+    try {
+      await next();
+    } finally {
+      stop({
+        route: (ctx as { _matchedRoute?: string })._matchedRoute ?? "unmatched",
+        status: String(ctx.status),
+      });
+    }
+  });
+  app.use(errorMiddleware(deps.logger));
+  app.use(bodyParser({ enableTypes: ["json"], jsonLimit: "1mb", encoding: "utf-8" }));
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true }));
+  return app;
+}
+
+/**
+ * The events of a session from `after` on; with `follow`, keeps going as new
+ * ones arrive, until the session is over and nothing more came, or the client left.
+ */
+async function* tail(
+  deps: ApiDeps,
+  id: string,
+  after: number,
+  follow: boolean,
+  signal: AbortSignal,
+): AsyncGenerator<string> {
+  let cursor = after;
+  while (!signal.aborted) {
+    const page = await deps.sessions.events(id, cursor, EVENTS_PAGE);
+    for (const event of page) {
+      cursor = event.seq;
+      yield eventLine(event);
+    }
+    if (page.length === EVENTS_PAGE) continue;
+    if (!follow) return;
+    if (page.length === 0 && sessionStatus(await deps.sessions.get(id), deps.now()) !== "open") return;
+    await deps.feed.wait(id, deps.followPollMs, signal);
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * The OpenAPI 3.1 description of the REST API, served at /v1/openapi.json.
+ * Request bodies come from the same zod schemas the routes validate with.
+ */
+import { z } from "zod";
+import { createAgentBody, openSessionBody } from "./schemas.js";
+
+const errorSchema = {
+  type: "object",
+  required: ["error"],
+  properties: {
+    error: {
+      type: "object",
+      required: ["code", "message"],
+      properties: {
+        code: { type: "string", description: "Stable GATE_… code; see docs/errors.md." },
+        message: { type: "string" },
+      },
+    },
+  },
+};
+
+const sessionSummary = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    connection: { type: "string" },
+    subject: {
+      type: "object",
+      properties: { kind: { type: "string" }, id: { type: "string" }, claims: { type: "object" } },
+    },
+    labels: { type: "object", additionalProperties: { type: "string" } },
+    status: { enum: ["open", "closed", "expired"] },
+    createdAt: { type: "string", format: "date-time" },
+    expiresAt: { type: "string", format: "date-time" },
+    closedAt: { type: ["string", "null"], format: "date-time" },
+  },
+};
+
+const exchange = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    kind: { type: "string", examples: ["anthropic.messages"] },
+    method: { type: "string" },
+    path: { type: "string" },
+    status: { type: ["integer", "null"] },
+    outcome: { enum: ["completed", "cancelled", "failed", "refused", null] },
+    startedAt: { type: "string", format: "date-time" },
+    endedAt: { type: ["string", "null"], format: "date-time" },
+    decision: { type: "string" },
+    error: { type: ["object", "null"] },
+    request: { type: "object", properties: { headers: { type: "object" }, body: {} } },
+    response: {
+      type: ["object", "null"],
+      properties: {
+        status: { type: "integer" },
+        headers: { type: "object" },
+        body: { description: "Non-streamed body: JSON when it parses, else text, else {base64}." },
+        message: { type: ["object", "null"], description: "Reassembled message of a streamed response." },
+        complete: { type: "boolean" },
+      },
+    },
+  },
+};
+
+const json = (schema: object) => ({ content: { "application/json": { schema } } });
+const errors = {
+  "400": { description: "Invalid request", ...json(errorSchema) },
+  "401": { description: "Missing or unknown API key", ...json(errorSchema) },
+  "403": { description: "Role not allowed", ...json(errorSchema) },
+};
+const sessionId = { name: "id", in: "path", required: true, schema: { type: "string" } };
+const bearer = [{ bearer: [] }];
+
+let document: object | undefined;
+
+export function openApiDocument(): object {
+  document ??= {
+    openapi: "3.1.0",
+    info: { title: "Gatehouse control plane", version: "1" },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "API key" } },
+      schemas: { Error: errorSchema, SessionSummary: sessionSummary, Exchange: exchange },
+    },
+    paths: {
+      "/v1/sessions": {
+        post: {
+          summary: "Open a session: a short-lived token for one connection",
+          security: bearer,
+          requestBody: { required: true, ...json(z.toJSONSchema(openSessionBody)) },
+          responses: {
+            "201": {
+              description: "Session opened",
+              ...json({
+                type: "object",
+                properties: {
+                  id: { type: "string" },
+                  token: { type: "string" },
+                  expiresAt: { type: "string", format: "date-time" },
+                  connection: { type: "string" },
+                  proxyUrl: { type: "string", format: "uri" },
+                },
+              }),
+            },
+            ...errors,
+            "404": { description: "Unknown connection", ...json(errorSchema) },
+            "503": { description: "No agent serves the connection", ...json(errorSchema) },
+          },
+        },
+        get: {
+          summary: "List sessions, newest first",
+          security: bearer,
+          parameters: ["connection", "status", "subject", "limit", "cursor"].map((name) => ({
+            name,
+            in: "query",
+            schema: name === "limit" ? { type: "integer", minimum: 1, maximum: 500 } : { type: "string" },
+          })),
+          responses: {
+            "200": {
+              description: "A page of sessions",
+              ...json({
+                type: "object",
+                properties: {
+                  items: { type: "array", items: { $ref: "#/components/schemas/SessionSummary" } },
+                  nextCursor: { type: ["string", "null"] },
+                },
+              }),
+            },
+            ...errors,
+          },
+        },
+      },
+      "/v1/sessions/{id}": {
+        get: {
+          summary: "A session with its exchanges",
+          security: bearer,
+          parameters: [sessionId],
+          responses: {
+            "200": {
+              description: "The session",
+              ...json({
+                allOf: [
+                  { $ref: "#/components/schemas/SessionSummary" },
+                  {
+                    type: "object",
+                    properties: {
+                      seal: { type: ["object", "null"] },
+                      exchanges: { type: "array", items: { $ref: "#/components/schemas/Exchange" } },
+                    },
+                  },
+                ],
+              }),
+            },
+            ...errors,
+            "404": { description: "Unknown session", ...json(errorSchema) },
+          },
+        },
+        delete: {
+          summary: "Close a session; its token is refused at every agent",
+          security: bearer,
+          parameters: [sessionId],
+          responses: { "200": { description: "Closed", ...json(sessionSummary) }, ...errors },
+        },
+      },
+      "/v1/sessions/{id}/events": {
+        get: {
+          summary: "The raw event stream of a session (NDJSON)",
+          security: bearer,
+          parameters: [
+            sessionId,
+            { name: "after", in: "query", schema: { type: "integer", minimum: 0 } },
+            { name: "follow", in: "query", schema: { enum: ["0", "1"] }, description: "Tail live" },
+          ],
+          responses: {
+            "200": { description: "One event per line", content: { "application/x-ndjson": {} } },
+          },
+        },
+      },
+      "/v1/agents": {
+        post: {
+          summary: "Create an agent account; the token is shown only here",
+          security: bearer,
+          requestBody: { required: true, ...json(z.toJSONSchema(createAgentBody)) },
+          responses: { "201": { description: "Created" }, ...errors },
+        },
+        get: {
+          summary: "Agent accounts and their live links",
+          security: bearer,
+          responses: { "200": { description: "OK" } },
+        },
+      },
+      "/v1/agents/{id}": {
+        delete: {
+          summary: "Revoke an agent's token and end its links",
+          security: bearer,
+          parameters: [sessionId],
+          responses: { "200": { description: "Revoked" }, ...errors },
+        },
+      },
+      "/v1/.well-known/jwks.json": {
+        get: {
+          summary: "Public keys that verify session tokens and seals",
+          responses: { "200": { description: "JWK set" } },
+        },
+      },
+      "/healthz": { get: { summary: "Liveness", responses: { "200": { description: "Alive" } } } },
+      "/readyz": {
+        get: {
+          summary: "Readiness",
+          responses: { "200": { description: "Ready" }, "503": { description: "Not ready" } },
+        },
+      },
+      "/metrics": {
+        get: { summary: "Prometheus metrics", responses: { "200": { description: "Metrics" } } },
+      },
+    },
+  };
+  return document;
+}

@@ -1,0 +1,47 @@
+/** Request shapes of the REST API, validated at the edge and published in the OpenAPI document. */
+import { GatehouseError } from "@gatehouse/proto/errors";
+import { z } from "zod";
+
+export const openSessionBody = z.strictObject({
+  connection: z.string().min(1).describe("Name of the connection the session opens."),
+  ttlSeconds: z
+    .int()
+    .min(30)
+    .max(86_400)
+    .optional()
+    .describe("Requested token lifetime; capped by the configured maximum."),
+  labels: z
+    .record(z.string().max(63), z.string().max(256))
+    .refine((l) => Object.keys(l).length <= 32, "at most 32 labels")
+    .optional()
+    .describe("Free-form labels kept with the record, e.g. pipeline run ids."),
+});
+
+export const listSessionsQuery = z.strictObject({
+  connection: z.string().optional(),
+  status: z.enum(["open", "closed", "expired"]).optional(),
+  subject: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().optional(),
+});
+
+export const eventsQuery = z.strictObject({
+  /** Only events with a greater sequence number. */
+  after: z.coerce.number().int().min(0).default(0),
+  follow: z.enum(["0", "1", "true", "false"]).optional(),
+});
+
+export const createAgentBody = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "use letters, digits, '.', '_' and '-' (max 63)")
+    .describe("A name for the agent, e.g. the host it runs on."),
+});
+
+/** Parses input against a schema, or fails with GATE_INVALID_REQUEST naming each bad field. */
+export function parse<S extends z.ZodType>(schema: S, input: unknown, what: string): z.infer<S> {
+  const result = schema.safeParse(input ?? {});
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
+  throw new GatehouseError("GATE_INVALID_REQUEST", `invalid ${what}: ${problems}`);
+}

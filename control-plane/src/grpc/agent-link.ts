@@ -1,0 +1,213 @@
+/**
+ * The AgentLink server: one bidirectional stream per agent. The agent says
+ * hello, gets its configuration, then streams session events, which are
+ * acknowledged only once they are durable in the store.
+ */
+import { readFile } from "node:fs/promises";
+import type { AgentConfig, AgentMessage__Output, ControlMessage, Hello__Output } from "@gatehouse/proto";
+import { loadAgentLink } from "@gatehouse/proto";
+import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { AgentRegistry } from "../agents/registry.js";
+import { hashToken } from "../identity/tokens.js";
+import type { ControlPlaneMetrics } from "../metrics.js";
+import type { SessionService } from "../sessions/service.js";
+import type { AgentRecord, Store } from "../store/types.js";
+import { toNewEvent } from "./events.js";
+
+export interface AgentLinkDeps {
+  store: Pick<Store, "findAgentByTokenHash" | "touchAgent">;
+  sessions: Pick<SessionService, "ingest">;
+  registry: AgentRegistry;
+  agentConfig: (served: readonly string[]) => Promise<AgentConfig>;
+  controlPlaneId: string;
+  heartbeatIntervalMs: number;
+  /** How long an agent has to say hello after opening the stream. */
+  helloTimeoutMs: number;
+  metrics: ControlPlaneMetrics;
+  logger: Logger;
+  now: () => number;
+}
+
+type LinkCall = grpc.ServerDuplexStream<AgentMessage__Output, ControlMessage>;
+
+/** Maps an error to the gRPC status the agent sees: once, here. */
+export function toGrpcStatus(error: GatehouseError): Partial<grpc.StatusObject> {
+  const byHttp: Record<number, grpc.status> = {
+    400: grpc.status.INVALID_ARGUMENT,
+    401: grpc.status.UNAUTHENTICATED,
+    403: grpc.status.PERMISSION_DENIED,
+    404: grpc.status.NOT_FOUND,
+    413: grpc.status.RESOURCE_EXHAUSTED,
+    502: grpc.status.UNAVAILABLE,
+    503: grpc.status.UNAVAILABLE,
+    504: grpc.status.DEADLINE_EXCEEDED,
+  };
+  return { code: byHttp[error.status] ?? grpc.status.INTERNAL, details: error.toBody().error.message };
+}
+
+export function createAgentLinkServer(deps: AgentLinkDeps): grpc.Server {
+  const server = new grpc.Server({
+    // Batches carry request and response bodies; the agent keeps each under 8 MiB.
+    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    // Agents ping to keep NAT and load-balancer paths open; allow it.
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+  });
+  server.addService(loadAgentLink().AgentLink.service, {
+    Connect: (call: LinkCall) => {
+      serveLink(deps, call).catch((error: unknown) => {
+        const err = asGatehouseError(error);
+        if (err.code === "GATE_INTERNAL") deps.logger.error({ err: error }, "agent link failed");
+        else deps.logger.warn({ code: err.code, reason: err.message }, "agent link refused");
+        if (!call.cancelled) call.emit("error", toGrpcStatus(err));
+      });
+    },
+  });
+  return server;
+}
+
+export interface GrpcTlsFiles {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string | undefined;
+}
+
+/** Binds `server` to `address` (host:port); resolves with the bound port. */
+export async function listenAgentLink(
+  server: grpc.Server,
+  address: string,
+  tls?: GrpcTlsFiles,
+): Promise<number> {
+  let credentials = grpc.ServerCredentials.createInsecure();
+  if (tls) {
+    const [cert, key, ca] = await Promise.all([
+      readFile(tls.certFile),
+      readFile(tls.keyFile),
+      tls.clientCaFile ? readFile(tls.clientCaFile) : Promise.resolve(null),
+    ]);
+    credentials = grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], ca !== null);
+  }
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port)));
+  });
+}
+
+async function authenticate(deps: AgentLinkDeps, metadata: grpc.Metadata): Promise<AgentRecord> {
+  const header = metadata.get("authorization")[0];
+  const token = typeof header === "string" ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
+  if (!token) {
+    throw new GatehouseError(
+      "GATE_UNAUTHENTICATED",
+      "missing agent token: send `authorization: Bearer <agent token>` call metadata",
+    );
+  }
+  const agent = await deps.store.findAgentByTokenHash(hashToken(token));
+  if (!agent || agent.revokedAt !== null) {
+    throw new GatehouseError(
+      "GATE_UNAUTHENTICATED",
+      "agent token not recognised or revoked; create one with `gatehouse agents create <name>`",
+    );
+  }
+  return agent;
+}
+
+async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
+  const agent = await authenticate(deps, call.metadata);
+  const messages = call[Symbol.asyncIterator]() as AsyncIterator<AgentMessage__Output>;
+  const hello = await firstHello(messages, deps.helloTimeoutMs);
+  const log = deps.logger.child({ agentId: hello.agentId, agent: agent.name });
+
+  call.write({
+    welcome: {
+      controlPlaneId: deps.controlPlaneId,
+      heartbeatIntervalMs: deps.heartbeatIntervalMs,
+      config: await deps.agentConfig(hello.connections),
+    },
+  });
+  const unregister = deps.registry.add({
+    accountId: agent.id,
+    agentId: hello.agentId,
+    name: agent.name,
+    version: hello.version,
+    connections: hello.connections,
+    proxyUrl: hello.proxyUrl,
+    connectedAt: deps.now(),
+    send: (message) => {
+      if (!call.cancelled && call.writable) call.write(message);
+    },
+    disconnect: (reason) => {
+      if (!call.cancelled) call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: reason });
+    },
+  });
+  log.info({ proxyUrl: hello.proxyUrl, connections: hello.connections }, "agent connected");
+  await deps.store.touchAgent(agent.id, deps.now());
+  try {
+    for (;;) {
+      const next = await messages.next();
+      if (next.done) break;
+      await handleMessage(deps, call, agent, next.value);
+    }
+  } catch (error) {
+    // The agent going away mid-stream is routine; it reconnects and resends.
+    if (call.cancelled) return;
+    throw error;
+  } finally {
+    unregister();
+    log.info("agent disconnected");
+  }
+  call.end();
+}
+
+async function firstHello(
+  messages: AsyncIterator<AgentMessage__Output>,
+  timeoutMs: number,
+): Promise<Hello__Output> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new GatehouseError("GATE_INVALID_REQUEST", `no hello within ${timeoutMs} ms of connecting`)),
+      timeoutMs,
+    );
+  });
+  try {
+    const first = await Promise.race([messages.next(), timeout]);
+    if (first.done || first.value.msg !== "hello" || !first.value.hello) {
+      throw new GatehouseError("GATE_INVALID_REQUEST", "the first message on an agent link must be hello");
+    }
+    return first.value.hello;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function handleMessage(
+  deps: AgentLinkDeps,
+  call: LinkCall,
+  agent: AgentRecord,
+  message: AgentMessage__Output,
+): Promise<void> {
+  switch (message.msg) {
+    case "events": {
+      const batch = message.events;
+      if (!batch || batch.events.length === 0) return;
+      const stopTimer = deps.metrics.ingestSeconds.startTimer();
+      const result = await deps.sessions.ingest(batch.events.map(toNewEvent));
+      stopTimer();
+      deps.metrics.eventsIngested.inc(result.appended);
+      deps.metrics.eventDuplicates.inc(result.duplicates);
+      call.write({ ack: { upToSeq: batch.firstSeq + batch.events.length - 1 } });
+      return;
+    }
+    case "heartbeat":
+      await deps.store.touchAgent(agent.id, deps.now());
+      return;
+    case "hello":
+      throw new GatehouseError("GATE_INVALID_REQUEST", "hello may be sent only once per link");
+    default:
+      // A newer agent may send messages this control plane does not know; ignoring them is safe.
+      return;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * A session as people read it: its exchanges, each with the request and the
+ * response rebuilt from the recorded events (bodies joined and parsed, a
+ * streamed Anthropic response reassembled into its final message).
+ */
+import type { SessionRecord, StoredEvent } from "../store/types.js";
+import { reassembleMessage } from "./anthropic-message.js";
+import { sessionStatus } from "./service.js";
+
+export interface ExchangeView {
+  id: string;
+  kind: string;
+  method: string;
+  path: string;
+  /** Status sent to the client; null while the exchange is in progress. */
+  status: number | null;
+  /** completed | cancelled | failed | refused, or null while in progress. */
+  outcome: string | null;
+  startedAt: string;
+  endedAt: string | null;
+  /** Policy decision; every request is allowed until policies exist. */
+  decision: string;
+  error: { code: string; message: string } | null;
+  request: { headers: Record<string, string>; body: unknown };
+  response: {
+    status: number;
+    headers: Record<string, string>;
+    body?: unknown;
+    /** The reassembled message of a streamed (SSE) Messages response. */
+    message?: Record<string, unknown> | null;
+    /** Whether the stream reached message_stop. */
+    complete?: boolean;
+    /** An error event the stream carried. */
+    streamError?: { type: string; message: string } | null;
+  } | null;
+}
+
+export interface SessionSummary {
+  id: string;
+  connection: string;
+  subject: SessionRecord["subject"];
+  labels: Record<string, string>;
+  status: string;
+  createdAt: string;
+  expiresAt: string;
+  closedAt: string | null;
+}
+
+export interface SessionView extends SessionSummary {
+  seal: { count: number; lastHash: string; sealedAt: string; jws: string } | null;
+  exchanges: ExchangeView[];
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const isoMicros = (us: number) => iso(Math.floor(us / 1000));
+
+export function sessionSummary(session: SessionRecord, now: number): SessionSummary {
+  return {
+    id: session.id,
+    connection: session.connection,
+    subject: session.subject,
+    labels: session.labels,
+    status: sessionStatus(session, now),
+    createdAt: iso(session.createdAt),
+    expiresAt: iso(session.expiresAt),
+    closedAt: session.closedAt === null ? null : iso(session.closedAt),
+  };
+}
+
+function headerObject(pairs: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!Array.isArray(pairs)) return out;
+  for (const pair of pairs) {
+    if (!Array.isArray(pair)) continue;
+    const [name, value] = pair as [string, string];
+    out[name] = name in out ? `${out[name]}, ${value}` : value;
+  }
+  return out;
+}
+
+/** JSON when it parses, text when it is UTF-8, else base64. */
+function renderBody(chunks: Uint8Array[]): unknown {
+  if (chunks.length === 0) return null;
+  const bytes = Buffer.concat(chunks);
+  if (bytes.length === 0) return null;
+  const text = new TextDecoder("utf-8", { fatal: true });
+  let decoded: string;
+  try {
+    decoded = text.decode(bytes);
+  } catch {
+    return { base64: bytes.toString("base64") };
+  }
+  try {
+    return JSON.parse(decoded);
+  } catch {
+    return decoded;
+  }
+}
+
+interface ExchangeEvents {
+  head?: StoredEvent;
+  requestBody: Uint8Array[];
+  responseHead?: StoredEvent;
+  responseBody: Uint8Array[];
+  sse: Array<{ event: string; data: string }>;
+  end?: StoredEvent;
+}
+
+export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
+  const byExchange = new Map<string, ExchangeEvents>();
+  for (const e of events) {
+    let x = byExchange.get(e.exchangeId);
+    if (!x) {
+      x = { requestBody: [], responseBody: [], sse: [] };
+      byExchange.set(e.exchangeId, x);
+    }
+    switch (e.kind) {
+      case "request.head":
+        x.head = e;
+        break;
+      case "request.body":
+        if (e.body) x.requestBody.push(e.body);
+        break;
+      case "response.head":
+        x.responseHead = e;
+        break;
+      case "response.body":
+        if (e.body) x.responseBody.push(e.body);
+        break;
+      case "response.sse":
+        x.sse.push({ event: String(e.attrs.event ?? ""), data: String(e.attrs.data ?? "") });
+        break;
+      case "exchange.end":
+        x.end = e;
+        break;
+    }
+  }
+  const views: ExchangeView[] = [];
+  for (const [id, x] of byExchange) {
+    const head = x.head?.attrs ?? {};
+    const end = x.end?.attrs;
+    let response: ExchangeView["response"] = null;
+    if (x.responseHead) {
+      response = {
+        status: Number(x.responseHead.attrs.status),
+        headers: headerObject(x.responseHead.attrs.headers),
+      };
+      if (x.sse.length > 0) {
+        const rebuilt = reassembleMessage(x.sse);
+        response.message = rebuilt.message;
+        response.complete = rebuilt.complete;
+        response.streamError = rebuilt.error;
+      } else {
+        response.body = renderBody(x.responseBody);
+      }
+    }
+    const errorCode = end ? String(end.errorCode ?? "") : "";
+    views.push({
+      id,
+      kind: String(head.kind ?? ""),
+      method: String(head.method ?? ""),
+      path: String(head.path ?? ""),
+      status: end ? Number(end.status) : null,
+      outcome: end ? String(end.outcome) : null,
+      startedAt: isoMicros(x.head?.at ?? 0),
+      endedAt: x.end ? isoMicros(x.end.at) : null,
+      decision: "allow",
+      error: errorCode ? { code: errorCode, message: String(end?.errorMessage ?? "") } : null,
+      request: { headers: headerObject(head.headers), body: renderBody(x.requestBody) },
+      response,
+    });
+  }
+  return views;
+}
+
+export function sessionView(session: SessionRecord, events: Iterable<StoredEvent>, now: number): SessionView {
+  return {
+    ...sessionSummary(session, now),
+    seal: session.seal && { ...session.seal, sealedAt: iso(session.seal.sealedAt) },
+    exchanges: exchangeViews(events),
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * The SQLite schema of the embedded session store, created idempotently when a
+ * store is opened. `PRAGMA user_version` records which version a file holds so
+ * a later release can migrate it, and an older release refuses a newer file.
+ *
+ * @see https://www.sqlite.org/pragma.html#pragma_user_version
+ * @see https://www.sqlite.org/partialindex.html
+ */
+
+/** The schema version this code writes and reads. */
+export const SCHEMA_VERSION = 1;
+
+/**
+ * Session listings walk one of these indexes in `(created_at, id)` order, newest
+ * first, so a page costs about `limit` index steps however many sessions exist.
+ * Status filters use the partial indexes, which hold only closed or only unclosed
+ * sessions, so the rows a filter rejects are never visited; `expires_at` rides
+ * along in the unclosed ones so open/expired is decided inside the index.
+ * store.ts names the index each listing uses (INDEXED BY), so the plan does not
+ * depend on table statistics.
+ */
+export const SCHEMA_DDL = `
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY NOT NULL,
+  connection TEXT NOT NULL,
+  subject_kind TEXT NOT NULL,
+  subject_id TEXT NOT NULL,
+  subject_claims TEXT NOT NULL,
+  labels TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  closed_at INTEGER,
+  seal TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_by_time ON sessions (created_at, id);
+CREATE INDEX IF NOT EXISTS sessions_closed ON sessions (created_at, id) WHERE closed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sessions_unclosed ON sessions (created_at, id, expires_at) WHERE closed_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_by_connection ON sessions (connection, created_at, id);
+CREATE INDEX IF NOT EXISTS sessions_closed_by_connection
+  ON sessions (connection, created_at, id) WHERE closed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sessions_unclosed_by_connection
+  ON sessions (connection, created_at, id, expires_at) WHERE closed_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_by_subject
+  ON sessions (subject_id, created_at, id, closed_at, expires_at);
+CREATE INDEX IF NOT EXISTS sessions_revoked
+  ON sessions (expires_at) WHERE closed_at IS NOT NULL AND closed_at < expires_at;
+
+-- A rowid table rather than WITHOUT ROWID: bodies can be megabytes, and SQLite
+-- advises WITHOUT ROWID only for small rows. body is the last column so reading
+-- seq and hash (the chain tail) never walks a body's overflow pages.
+CREATE TABLE IF NOT EXISTS events (
+  session_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  event_id TEXT NOT NULL,
+  exchange_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  attrs TEXT NOT NULL,
+  body BLOB,
+  PRIMARY KEY (session_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (session_id, event_id);
+
+CREATE TABLE IF NOT EXISTS agents (
+  id TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER,
+  last_seen_at INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS signing_keys (
+  kid TEXT PRIMARY KEY NOT NULL,
+  alg TEXT NOT NULL,
+  public_jwk TEXT NOT NULL,
+  private_jwk TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signing_keys_by_age ON signing_keys (created_at);
+
+INSERT OR IGNORE INTO meta (key, value) VALUES ('max_ttl_ms', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('opened_at', 0);
+`;

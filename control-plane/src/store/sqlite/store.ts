@@ -1,0 +1,734 @@
+/**
+ * The embedded session store: one SQLite file, the single-node default.
+ * This folder is the only importer of `libsql` (a better-sqlite3-compatible
+ * binding). The binding is synchronous, so every method does a bounded amount
+ * of work: listings are capped pages, event reads stop at a byte budget.
+ *
+ * @see https://www.sqlite.org/wal.html
+ * @see https://github.com/tursodatabase/libsql-js
+ */
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { GatehouseError } from "@gatehouse/proto/errors";
+import Database from "libsql";
+import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
+import type {
+  AgentRecord,
+  AppendResult,
+  ChainTail,
+  EventKind,
+  NewEvent,
+  Page,
+  Seal,
+  SessionFilter,
+  SessionRecord,
+  SigningKeyRecord,
+  Store,
+  StoredEvent,
+  Subject,
+} from "../types.js";
+import { decodeSessionCursor, encodeSessionCursor } from "./cursor.js";
+import { SCHEMA_DDL, SCHEMA_VERSION } from "./schema.js";
+
+type Connection = InstanceType<typeof Database>;
+type Statement = ReturnType<Connection["prepare"]>;
+
+/** Options of {@link SqliteStore.open}. */
+export interface SqliteStoreOptions {
+  /** The database file; its directory is created when missing. */
+  path: string;
+}
+
+/** The most sessions one listing returns, whatever limit the caller asks for. */
+export const MAX_SESSION_PAGE = 1000;
+
+/**
+ * Event reads stop once they hold this many body bytes (but always return at
+ * least one event), so a reader of a session with large bodies gets them in
+ * several calls instead of one unbounded allocation.
+ */
+export const READ_EVENTS_BYTE_BUDGET = 64 * 1024 * 1024;
+
+/**
+ * How long a statement waits for a lock held by another connection to the same
+ * file (a second process, such as the CLI reading sessions) before failing.
+ */
+const BUSY_TIMEOUT_MS = 5000;
+
+/** SQLite result codes (by prefix) that mean the file or disk is the problem, not the request. */
+const UNAVAILABLE_CODES = [
+  "SQLITE_BUSY",
+  "SQLITE_LOCKED",
+  "SQLITE_IOERR",
+  "SQLITE_FULL",
+  "SQLITE_CANTOPEN",
+  "SQLITE_READONLY",
+  "SQLITE_CORRUPT",
+  "SQLITE_NOTADB",
+  "SQLITE_PROTOCOL",
+  "SQLITE_PERM",
+  "SQLITE_NOLFS",
+  "SQLITE_AUTH",
+];
+
+interface SessionRow {
+  id: string;
+  connection: string;
+  subject_kind: string;
+  subject_id: string;
+  subject_claims: string;
+  labels: string;
+  created_at: number;
+  expires_at: number;
+  closed_at: number | null;
+  seal: string | null;
+}
+
+interface EventRow {
+  session_id: string;
+  seq: number;
+  event_id: string;
+  exchange_id: string;
+  at: number;
+  kind: string;
+  hash: string;
+  attrs: string;
+  body: ArrayBuffer | null;
+}
+
+interface AgentRow {
+  id: string;
+  name: string;
+  token_hash: string;
+  created_at: number;
+  revoked_at: number | null;
+  last_seen_at: number | null;
+}
+
+interface SigningKeyRow {
+  kid: string;
+  alg: string;
+  public_jwk: string;
+  private_jwk: string;
+  created_at: number;
+}
+
+const SESSION_COLUMNS =
+  "id, connection, subject_kind, subject_id, subject_claims, labels, created_at, expires_at, closed_at, seal";
+const EVENT_COLUMNS = "session_id, seq, event_id, exchange_id, at, kind, hash, attrs, body";
+const AGENT_COLUMNS = "id, name, token_hash, created_at, revoked_at, last_seen_at";
+
+/**
+ * A {@link Store} in one SQLite file, in WAL mode.
+ *
+ * Durability: `synchronous=FULL`. The control plane acknowledges events to the
+ * agent once `appendEvents` resolves, and the agent then deletes them from its
+ * spool, so a committed batch must survive not only a crash of this process
+ * (which WAL with `synchronous=NORMAL` already gives) but also a crash of the
+ * machine or a power cut, which `NORMAL` does not: it may lose the last
+ * commits. `FULL` syncs the WAL on every commit; batching events per call keeps
+ * that to one fsync per batch.
+ *
+ * @see https://www.sqlite.org/pragma.html#pragma_synchronous
+ */
+export class SqliteStore implements Store {
+  readonly path: string;
+  #db: Connection | null;
+  readonly #statements = new Map<string, Statement>();
+
+  private constructor(path: string, db: Connection) {
+    this.path = path;
+    this.#db = db;
+  }
+
+  /**
+   * Opens (creating when missing) the store at `options.path`: makes its
+   * directory, switches to WAL, creates the schema, and proves the file is
+   * writable, so a misconfigured path fails at start-up rather than at the
+   * first event. Throws GATE_STORE_UNAVAILABLE naming the path otherwise.
+   */
+  static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
+    const path = resolve(options.path);
+    try {
+      await mkdir(dirname(path), { recursive: true });
+    } catch (cause) {
+      throw new GatehouseError(
+        "GATE_STORE_UNAVAILABLE",
+        `cannot create the directory of the session store ${path} (${errorText(cause)}); check that the store path points into a directory this process may create and write`,
+        { cause },
+      );
+    }
+    let db: Connection | null = null;
+    try {
+      db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
+      prepareFile(db, path);
+      return new SqliteStore(path, db);
+    } catch (cause) {
+      try {
+        db?.close();
+      } catch {
+        // The open already failed; that failure is the one worth reporting.
+      }
+      if (cause instanceof GatehouseError) throw cause;
+      throw new GatehouseError(
+        "GATE_STORE_UNAVAILABLE",
+        `cannot open the session store ${path} (${errorText(cause)}); check that the file is a Gatehouse SQLite database (or absent) and that it and its directory are writable by this process`,
+        { cause },
+      );
+    }
+  }
+
+  async ping(): Promise<void> {
+    this.#run("answering a ping", () => this.#statement("SELECT 1 AS ok").get([]));
+  }
+
+  async close(): Promise<void> {
+    const db = this.#db;
+    if (db === null) return;
+    this.#db = null;
+    this.#statements.clear();
+    db.close();
+  }
+
+  async insertSession(session: SessionRecord): Promise<void> {
+    this.#write(`storing session ${session.id}`, () => {
+      if (this.#statement("SELECT 1 AS found FROM sessions WHERE id = ?").get([session.id]) !== undefined) {
+        throw new GatehouseError(
+          "GATE_INVALID_REQUEST",
+          `session ${session.id} already exists; session ids must be unique`,
+        );
+      }
+      this.#statement(`INSERT INTO sessions (${SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run([
+        session.id,
+        session.connection,
+        session.subject.kind,
+        session.subject.id,
+        JSON.stringify(session.subject.claims),
+        JSON.stringify(session.labels),
+        session.createdAt,
+        session.expiresAt,
+        session.closedAt,
+        session.seal === null ? null : JSON.stringify(session.seal),
+      ]);
+      // Lets listings of open sessions look only as far back as the longest
+      // lifetime any session has had (see listSessions).
+      this.#statement("UPDATE meta SET value = max(value, ?) WHERE key = 'max_ttl_ms'").run([
+        session.expiresAt - session.createdAt,
+      ]);
+    });
+  }
+
+  async getSession(id: string): Promise<SessionRecord | null> {
+    const row = this.#run(
+      `reading session ${id}`,
+      () =>
+        this.#statement(`SELECT ${SESSION_COLUMNS} FROM sessions WHERE id = ?`).get([id]) as
+          | SessionRow
+          | undefined,
+    );
+    return row === undefined ? null : sessionFromRow(row);
+  }
+
+  /**
+   * Newest first, by `(createdAt, id)` descending, paged by keyset: the cursor
+   * holds the last returned sort key, so sessions created while a caller pages
+   * neither shift nor repeat later pages. At most {@link MAX_SESSION_PAGE} per page.
+   */
+  async listSessions(filter: SessionFilter): Promise<Page<SessionRecord>> {
+    if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) {
+      throw new GatehouseError(
+        "GATE_INVALID_REQUEST",
+        `limit must be a positive whole number (a page holds at most ${MAX_SESSION_PAGE}); got ${String(filter.limit)}`,
+      );
+    }
+    const limit = Math.min(filter.limit, MAX_SESSION_PAGE);
+    const after = filter.cursor === undefined ? null : decodeSessionCursor(filter.cursor);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const status = filter.status;
+    let index: string;
+    if (filter.connection !== undefined) {
+      index =
+        status === undefined
+          ? "sessions_by_connection"
+          : status === "closed"
+            ? "sessions_closed_by_connection"
+            : "sessions_unclosed_by_connection";
+      where.push("connection = ?");
+      params.push(filter.connection);
+    } else if (filter.subjectId !== undefined) {
+      index = "sessions_by_subject";
+    } else {
+      index =
+        status === undefined
+          ? "sessions_by_time"
+          : status === "closed"
+            ? "sessions_closed"
+            : "sessions_unclosed";
+    }
+    if (filter.subjectId !== undefined) {
+      where.push("subject_id = ?");
+      params.push(filter.subjectId);
+    }
+    if (status === "closed") {
+      where.push("closed_at IS NOT NULL");
+    } else if (status === "open") {
+      // An open session was created less than the longest session lifetime
+      // ago; bounding created_at by that keeps the scan to recent sessions
+      // even when older unclosed (expired) sessions abound.
+      where.push(
+        "closed_at IS NULL",
+        "expires_at > ?",
+        "created_at > ? - (SELECT value FROM meta WHERE key = 'max_ttl_ms')",
+      );
+      params.push(filter.now, filter.now);
+    } else if (status === "expired") {
+      where.push("closed_at IS NULL", "expires_at <= ?");
+      params.push(filter.now);
+    }
+    if (after !== null) {
+      where.push("(created_at, id) < (?, ?)");
+      params.push(after.createdAt, after.id);
+    }
+    params.push(limit + 1);
+    const sql =
+      `SELECT ${SESSION_COLUMNS} FROM sessions INDEXED BY ${index}` +
+      (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
+      " ORDER BY created_at DESC, id DESC LIMIT ?";
+    const rows = this.#run("listing sessions", () => this.#statement(sql).all(params) as SessionRow[]);
+    const items = rows.slice(0, limit).map(sessionFromRow);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor:
+        rows.length > limit && last !== undefined
+          ? encodeSessionCursor({ createdAt: last.createdAt, id: last.id })
+          : null,
+    };
+  }
+
+  async closeSession(id: string, closedAt: number): Promise<SessionRecord | null> {
+    const row = this.#write(`closing session ${id}`, () => {
+      this.#statement("UPDATE sessions SET closed_at = ? WHERE id = ? AND closed_at IS NULL").run([
+        closedAt,
+        id,
+      ]);
+      return this.#statement(`SELECT ${SESSION_COLUMNS} FROM sessions WHERE id = ?`).get([id]) as
+        | SessionRow
+        | undefined;
+    });
+    return row === undefined ? null : sessionFromRow(row);
+  }
+
+  /** Throws GATE_NOT_FOUND when the session does not exist: a seal needs a session to belong to. */
+  async setSeal(id: string, seal: Seal): Promise<void> {
+    const changes = this.#write(
+      `sealing session ${id}`,
+      () =>
+        this.#statement("UPDATE sessions SET seal = ? WHERE id = ?").run([JSON.stringify(seal), id]).changes,
+    );
+    if (changes === 0) {
+      throw new GatehouseError(
+        "GATE_NOT_FOUND",
+        `session ${id} not found; only a stored session can be sealed`,
+      );
+    }
+  }
+
+  async listRevokedSessions(now: number): Promise<Array<{ id: string; expiresAt: number }>> {
+    const rows = this.#run(
+      "listing revoked sessions",
+      () =>
+        this.#statement(
+          "SELECT id, expires_at FROM sessions INDEXED BY sessions_revoked" +
+            " WHERE closed_at IS NOT NULL AND closed_at < expires_at AND expires_at > ? ORDER BY expires_at, id",
+        ).all([now]) as Array<{ id: string; expires_at: number }>,
+    );
+    return rows.map((row) => ({ id: row.id, expiresAt: row.expires_at }));
+  }
+
+  /**
+   * One transaction per call. Events are grouped by session in first-seen
+   * order; each group drops ids already stored (or repeated in the batch),
+   * then extends the session's chain from its last stored event. Events of a
+   * session with no session row are stored like any other: losing them is
+   * worse than keeping them unattached.
+   */
+  async appendEvents(events: NewEvent[]): Promise<AppendResult> {
+    if (events.length === 0) return { appended: 0, duplicates: 0, tails: new Map() };
+    const groups = new Map<string, Array<{ event: NewEvent; attrs: string }>>();
+    for (const event of events) {
+      const attrs = attrsJson(event);
+      const group = groups.get(event.sessionId);
+      if (group === undefined) groups.set(event.sessionId, [{ event, attrs }]);
+      else group.push({ event, attrs });
+    }
+    return this.#write(`appending ${events.length} events`, () => {
+      const exists = this.#statement("SELECT 1 AS found FROM events WHERE session_id = ? AND event_id = ?");
+      const tailOf = this.#statement(
+        "SELECT seq, hash FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1",
+      );
+      const insert = this.#statement(
+        `INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      const result: AppendResult = { appended: 0, duplicates: 0, tails: new Map() };
+      for (const [sessionId, group] of groups) {
+        const seen = new Set<string>();
+        const fresh: NewEvent[] = [];
+        const attrsText: string[] = [];
+        for (const { event, attrs } of group) {
+          if (seen.has(event.id) || exists.get([sessionId, event.id]) !== undefined) {
+            result.duplicates += 1;
+            continue;
+          }
+          seen.add(event.id);
+          // Chain what will be read back: attrs as they survive JSON, so a
+          // value JSON alters (a Date, say) cannot break the chain later.
+          fresh.push({ ...event, attrs: JSON.parse(attrs) as Record<string, unknown> });
+          attrsText.push(attrs);
+        }
+        if (fresh.length === 0) continue;
+        const last = tailOf.get([sessionId]) as { seq: number; hash: string } | undefined;
+        const chained = chainEvents(
+          last === undefined ? EMPTY_TAIL : { count: last.seq, lastHash: last.hash },
+          fresh,
+        );
+        chained.stored.forEach((stored, i) => {
+          insert.run([
+            sessionId,
+            stored.seq,
+            stored.id,
+            stored.exchangeId,
+            stored.at,
+            stored.kind,
+            stored.hash,
+            attrsText[i],
+            stored.body,
+          ]);
+        });
+        result.appended += chained.stored.length;
+        result.tails.set(sessionId, chained.tail);
+      }
+      return result;
+    });
+  }
+
+  /**
+   * Events with `seq > afterSeq`, in order, at most `limit`; fewer when their
+   * bodies exceed {@link READ_EVENTS_BYTE_BUDGET}. An empty array means there
+   * are no more events yet.
+   */
+  async readEvents(sessionId: string, afterSeq: number, limit: number): Promise<StoredEvent[]> {
+    if (!(limit >= 1)) return [];
+    const take = Math.floor(limit);
+    const rows = this.#run(`reading events of session ${sessionId}`, () => {
+      const sizes = this.#statement(
+        "SELECT coalesce(length(body), 0) AS size FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+      ).all([sessionId, afterSeq, take]) as Array<{ size: number }>;
+      let count = 0;
+      let bytes = 0;
+      for (const { size } of sizes) {
+        if (count > 0 && bytes + size > READ_EVENTS_BYTE_BUDGET) break;
+        bytes += size;
+        count += 1;
+      }
+      if (count === 0) return [];
+      return this.#statement(
+        `SELECT ${EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+      ).all([sessionId, afterSeq, count]) as EventRow[];
+    });
+    return rows.map(eventFromRow);
+  }
+
+  async chainTail(sessionId: string): Promise<ChainTail> {
+    const last = this.#run(
+      `reading the chain tail of session ${sessionId}`,
+      () =>
+        this.#statement("SELECT seq, hash FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1").get([
+          sessionId,
+        ]) as { seq: number; hash: string } | undefined,
+    );
+    return last === undefined ? { ...EMPTY_TAIL } : { count: last.seq, lastHash: last.hash };
+  }
+
+  async insertAgent(agent: AgentRecord): Promise<void> {
+    this.#write(`storing agent ${agent.id}`, () => {
+      const clash = this.#statement("SELECT id FROM agents WHERE id = ? OR token_hash = ?").get([
+        agent.id,
+        agent.tokenHash,
+      ]) as { id: string } | undefined;
+      if (clash !== undefined) {
+        throw new GatehouseError(
+          "GATE_INVALID_REQUEST",
+          clash.id === agent.id
+            ? `agent ${agent.id} already exists; agent ids must be unique`
+            : `agent ${agent.id} has the same token as agent ${clash.id}; issue a new token`,
+        );
+      }
+      this.#statement(`INSERT INTO agents (${AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`).run([
+        agent.id,
+        agent.name,
+        agent.tokenHash,
+        agent.createdAt,
+        agent.revokedAt,
+        agent.lastSeenAt,
+      ]);
+    });
+  }
+
+  async findAgentByTokenHash(tokenHash: string): Promise<AgentRecord | null> {
+    const row = this.#run(
+      "looking up an agent by token",
+      () =>
+        this.#statement(`SELECT ${AGENT_COLUMNS} FROM agents WHERE token_hash = ?`).get([tokenHash]) as
+          | AgentRow
+          | undefined,
+    );
+    return row === undefined ? null : agentFromRow(row);
+  }
+
+  async listAgents(): Promise<AgentRecord[]> {
+    const rows = this.#run(
+      "listing agents",
+      () =>
+        this.#statement(`SELECT ${AGENT_COLUMNS} FROM agents ORDER BY created_at, id`).all([]) as AgentRow[],
+    );
+    return rows.map(agentFromRow);
+  }
+
+  /** Revoking a revoked agent keeps the first revocation time. */
+  async revokeAgent(id: string, revokedAt: number): Promise<AgentRecord | null> {
+    const row = this.#write(`revoking agent ${id}`, () => {
+      this.#statement("UPDATE agents SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run([
+        revokedAt,
+        id,
+      ]);
+      return this.#statement(`SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`).get([id]) as
+        | AgentRow
+        | undefined;
+    });
+    return row === undefined ? null : agentFromRow(row);
+  }
+
+  async touchAgent(id: string, lastSeenAt: number): Promise<void> {
+    this.#write(`recording that agent ${id} was seen`, () =>
+      this.#statement("UPDATE agents SET last_seen_at = ? WHERE id = ?").run([lastSeenAt, id]),
+    );
+  }
+
+  async insertSigningKey(key: SigningKeyRecord): Promise<void> {
+    this.#write(`storing signing key ${key.kid}`, () => {
+      if (this.#statement("SELECT 1 AS found FROM signing_keys WHERE kid = ?").get([key.kid]) !== undefined) {
+        throw new GatehouseError(
+          "GATE_INVALID_REQUEST",
+          `signing key ${key.kid} already exists; key ids must be unique`,
+        );
+      }
+      this.#statement(
+        "INSERT INTO signing_keys (kid, alg, public_jwk, private_jwk, created_at) VALUES (?, ?, ?, ?, ?)",
+      ).run([key.kid, key.alg, JSON.stringify(key.publicJwk), JSON.stringify(key.privateJwk), key.createdAt]);
+    });
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRecord[]> {
+    const rows = this.#run(
+      "listing signing keys",
+      () =>
+        this.#statement(
+          "SELECT kid, alg, public_jwk, private_jwk, created_at FROM signing_keys ORDER BY created_at, rowid",
+        ).all([]) as SigningKeyRow[],
+    );
+    return rows.map((row) => ({
+      kid: row.kid,
+      alg: row.alg as SigningKeyRecord["alg"],
+      publicJwk: JSON.parse(row.public_jwk) as Record<string, unknown>,
+      privateJwk: JSON.parse(row.private_jwk) as Record<string, unknown>,
+      createdAt: row.created_at,
+    }));
+  }
+
+  /**
+   * Prepared statements are kept per SQL text. Parameters are always bound as
+   * one array: libsql takes a lone object argument (a Buffer, or null) for
+   * named parameters.
+   */
+  #statement(sql: string): Statement {
+    const db = this.#connection();
+    let statement = this.#statements.get(sql);
+    if (statement === undefined) {
+      statement = db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  #connection(): Connection {
+    if (this.#db === null) {
+      throw new GatehouseError(
+        "GATE_STORE_UNAVAILABLE",
+        `the session store ${this.path} is closed; open it again to use it`,
+      );
+    }
+    return this.#db;
+  }
+
+  /** Runs `work`, turning SQLite failures into Gatehouse errors that say what was being done. */
+  #run<T>(doing: string, work: () => T): T {
+    try {
+      return work();
+    } catch (cause) {
+      throw storeError(this.path, doing, cause);
+    }
+  }
+
+  /**
+   * Runs `work` in a write transaction. IMMEDIATE takes the write lock before
+   * the first read, so no other connection can extend a chain between reading
+   * its tail and writing after it.
+   */
+  #write<T>(doing: string, work: () => T): T {
+    return this.#run(doing, () => {
+      const db = this.#connection();
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = work();
+        db.exec("COMMIT");
+        return result;
+      } catch (error) {
+        // SQLite rolls some failures (a full disk, say) back by itself.
+        if (db.inTransaction) db.exec("ROLLBACK");
+        throw error;
+      }
+    });
+  }
+}
+
+/** Pragmas, schema and a write probe, run once when a file is opened. */
+function prepareFile(db: Connection, path: string): void {
+  const mode = (db.prepare("PRAGMA journal_mode = WAL").get([]) as { journal_mode?: string } | undefined)
+    ?.journal_mode;
+  if (mode !== "wal") {
+    throw new GatehouseError(
+      "GATE_STORE_UNAVAILABLE",
+      `the session store ${path} cannot use write-ahead logging (journal mode is ${String(mode)}); put it on a local file system the process can write`,
+    );
+  }
+  db.exec("PRAGMA synchronous = FULL");
+  const version = (db.prepare("PRAGMA user_version").get([]) as { user_version?: number } | undefined)
+    ?.user_version;
+  if (typeof version !== "number" || version > SCHEMA_VERSION) {
+    throw new GatehouseError(
+      "GATE_STORE_UNAVAILABLE",
+      `the session store ${path} has schema version ${String(version)}, newer than this release understands (${SCHEMA_VERSION}); upgrade Gatehouse or point the store at another file`,
+    );
+  }
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    db.exec(SCHEMA_DDL);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    // Always write, so a read-only file or directory fails here, at start-up,
+    // and not when the first events arrive.
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'opened_at'").run([Date.now()]);
+    db.exec("COMMIT");
+  } catch (error) {
+    if (db.inTransaction) db.exec("ROLLBACK");
+    throw error;
+  }
+}
+
+function storeError(path: string, doing: string, cause: unknown): GatehouseError {
+  if (cause instanceof GatehouseError) return cause;
+  const code = sqliteCode(cause);
+  if (code?.startsWith("SQLITE_TOOBIG")) {
+    return new GatehouseError(
+      "GATE_BODY_TOO_LARGE",
+      `the session store ${path} cannot hold a value this large while ${doing}; send bodies in smaller chunks`,
+      { cause },
+    );
+  }
+  if (code !== undefined && UNAVAILABLE_CODES.some((prefix) => code.startsWith(prefix))) {
+    return new GatehouseError(
+      "GATE_STORE_UNAVAILABLE",
+      `the session store ${path} failed while ${doing} (${errorText(cause)}); check that the disk has space and the file and its directory are writable, and that no other program holds the database locked`,
+      { cause },
+    );
+  }
+  return new GatehouseError(
+    "GATE_INTERNAL",
+    `the session store ${path} failed while ${doing}: ${errorText(cause)}`,
+    {
+      cause,
+    },
+  );
+}
+
+function sqliteCode(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null || !("code" in error)) return undefined;
+  return typeof error.code === "string" ? error.code : undefined;
+}
+
+function errorText(error: unknown): string {
+  const code = sqliteCode(error);
+  const message = error instanceof Error ? error.message : String(error);
+  return code === undefined || message.includes(code) ? message : `${code}: ${message}`;
+}
+
+function attrsJson(event: NewEvent): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(event.attrs ?? {});
+  } catch (cause) {
+    throw new GatehouseError(
+      "GATE_INVALID_REQUEST",
+      `the attrs of event ${event.id} are not plain JSON (${errorText(cause)}); send only JSON values`,
+      { cause },
+    );
+  }
+  if (text === undefined || !text.startsWith("{")) {
+    throw new GatehouseError("GATE_INVALID_REQUEST", `the attrs of event ${event.id} must be a JSON object`);
+  }
+  return text;
+}
+
+function sessionFromRow(row: SessionRow): SessionRecord {
+  const subject: Subject = {
+    kind: row.subject_kind as Subject["kind"],
+    id: row.subject_id,
+    claims: JSON.parse(row.subject_claims) as Record<string, string>,
+  };
+  return {
+    id: row.id,
+    connection: row.connection,
+    subject,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    closedAt: row.closed_at,
+    seal: row.seal === null ? null : (JSON.parse(row.seal) as Seal),
+  };
+}
+
+function eventFromRow(row: EventRow): StoredEvent {
+  return {
+    id: row.event_id,
+    sessionId: row.session_id,
+    exchangeId: row.exchange_id,
+    at: row.at,
+    kind: row.kind as EventKind,
+    attrs: JSON.parse(row.attrs) as Record<string, unknown>,
+    body: row.body === null ? null : new Uint8Array(row.body),
+    seq: row.seq,
+    hash: row.hash,
+  };
+}
+
+function agentFromRow(row: AgentRow): AgentRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    tokenHash: row.token_hash,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * A small client for the Gatehouse REST API. It has no dependencies beyond
+ * Node's fetch, so CI runners can import it cheaply.
+ */
+
+/** An error the Gatehouse API returned; `code` is one of the GATE_… codes in docs/errors.md. */
+export class GatehouseApiError extends Error {
+  override readonly name = "GatehouseApiError";
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface OpenSessionOptions {
+  connection: string;
+  ttlSeconds?: number;
+  labels?: Record<string, string>;
+}
+
+export interface OpenedSession {
+  id: string;
+  /** Short-lived token for the connection; send it to the proxy, never log it. */
+  token: string;
+  expiresAt: string;
+  connection: string;
+  /** Base URL of the connection at an agent, e.g. http://agent:7080/c/claude. */
+  proxyUrl: string;
+}
+
+export interface SessionSummary {
+  id: string;
+  connection: string;
+  subject: { kind: string; id: string; claims: Record<string, string> };
+  labels: Record<string, string>;
+  status: "open" | "closed" | "expired";
+  createdAt: string;
+  expiresAt: string;
+  closedAt: string | null;
+}
+
+export interface ExchangeView {
+  id: string;
+  kind: string;
+  method: string;
+  path: string;
+  status: number | null;
+  outcome: string | null;
+  startedAt: string;
+  endedAt: string | null;
+  decision: string;
+  error: { code: string; message: string } | null;
+  request: { headers: Record<string, string>; body: unknown };
+  response: {
+    status: number;
+    headers: Record<string, string>;
+    body?: unknown;
+    message?: Record<string, unknown> | null;
+    complete?: boolean;
+  } | null;
+}
+
+export interface SessionView extends SessionSummary {
+  seal: { count: number; lastHash: string; sealedAt: string; jws: string } | null;
+  exchanges: ExchangeView[];
+}
+
+export interface ListSessionsQuery {
+  connection?: string;
+  status?: "open" | "closed" | "expired";
+  subject?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface GatehouseClientOptions {
+  /** Control-plane REST base URL, e.g. http://127.0.0.1:7070. */
+  url: string;
+  /** API key (or, for runners, an OIDC token). */
+  token: string;
+  fetch?: typeof fetch;
+}
+
+export class GatehouseClient {
+  private readonly base: string;
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly options: GatehouseClientOptions) {
+    this.base = options.url.replace(/\/+$/, "");
+    this.fetch = options.fetch ?? fetch;
+  }
+
+  openSession(options: OpenSessionOptions): Promise<OpenedSession> {
+    return this.call("POST", "/v1/sessions", options);
+  }
+
+  closeSession(id: string): Promise<SessionSummary> {
+    return this.call("DELETE", `/v1/sessions/${encodeURIComponent(id)}`);
+  }
+
+  getSession(id: string): Promise<SessionView> {
+    return this.call("GET", `/v1/sessions/${encodeURIComponent(id)}`);
+  }
+
+  listSessions(
+    query: ListSessionsQuery = {},
+  ): Promise<{ items: SessionSummary[]; nextCursor: string | null }> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.size > 0 ? `?${params}` : "";
+    return this.call("GET", `/v1/sessions${qs}`);
+  }
+
+  /** The raw NDJSON event stream of a session; with `follow`, it stays open and tails new events. */
+  async events(
+    id: string,
+    options: { after?: number; follow?: boolean; signal?: AbortSignal } = {},
+  ): Promise<Response> {
+    const qs = `?after=${options.after ?? 0}${options.follow ? "&follow=1" : ""}`;
+    const init: RequestInit = { headers: this.headers() };
+    if (options.signal) init.signal = options.signal;
+    const res = await this.fetch(`${this.base}/v1/sessions/${encodeURIComponent(id)}/events${qs}`, init);
+    if (!res.ok) throw await apiError(res);
+    return res;
+  }
+
+  createAgent(name: string): Promise<{ id: string; name: string; token: string }> {
+    return this.call("POST", "/v1/agents", { name });
+  }
+
+  private headers(): Record<string, string> {
+    return { authorization: `Bearer ${this.options.token}`, accept: "application/json" };
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const init: RequestInit = { method, headers: this.headers() };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { ...this.headers(), "content-type": "application/json" };
+    }
+    let res: Response;
+    try {
+      res = await this.fetch(`${this.base}${path}`, init);
+    } catch (error) {
+      throw new GatehouseApiError(
+        0,
+        "GATE_UNREACHABLE",
+        `cannot reach Gatehouse at ${this.base}: ${(error as Error).message}`,
+      );
+    }
+    if (!res.ok) throw await apiError(res);
+    return (await res.json()) as T;
+  }
+}
+
+async function apiError(res: Response): Promise<GatehouseApiError> {
+  const text = await res.text();
+  try {
+    const { error } = JSON.parse(text) as { error: { code: string; message: string } };
+    return new GatehouseApiError(res.status, error.code, error.message);
+  } catch {
+    return new GatehouseApiError(
+      res.status,
+      "GATE_UNEXPECTED_RESPONSE",
+      `HTTP ${res.status}: ${text.slice(0, 200)}`,
+    );
+  }
+}

@@ -1,0 +1,765 @@
+/**
+ * The compliance suite every {@link Store} backend must pass. It uses nothing
+ * but the Store interface, so the SQLite and MongoDB stores are held to the
+ * same behaviour; a backend's test file calls {@link storeSuite} with a way to
+ * open a fresh, empty store.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import { EMPTY_TAIL, verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
+import type {
+  AgentRecord,
+  EventKind,
+  NewEvent,
+  SessionFilter,
+  SessionRecord,
+  SessionStatus,
+  SigningKeyRecord,
+  Store,
+  StoredEvent,
+} from "@gatehouse/control-plane/store/types.js";
+import { isGatehouseError } from "@gatehouse/proto/errors";
+
+/** What a backend hands the suite for each test. */
+export interface StoreFixture {
+  /** A fresh store holding no data. */
+  store: Store;
+  /** Opens another store over the same data; the suite has closed the previous one first. */
+  reopen: () => Promise<Store>;
+  /** Removes the data; called once, after every store the suite opened is closed. */
+  cleanup: () => Promise<void>;
+}
+
+interface StoreContext {
+  store: Store;
+  /** Closes the current store and opens the same data again. */
+  closeAndReopen: () => Promise<Store>;
+}
+
+const T0 = 1_800_000_000_000;
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const MB = 1024 * 1024;
+
+/** A UUIDv7-shaped id whose leading bits are `ms`, as the control plane makes them. */
+function sessionId(ms: number): string {
+  const hex = ms.toString(16).padStart(12, "0") + randomBytes(10).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7${hex.slice(13, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+function makeSession(overrides: Partial<SessionRecord> = {}): SessionRecord {
+  const createdAt = overrides.createdAt ?? T0;
+  return {
+    id: sessionId(createdAt),
+    connection: "claude",
+    subject: {
+      kind: "oidc",
+      id: "https://token.actions.githubusercontent.com#repo:contoso/app:ref:refs/heads/main",
+      claims: { repository: "contoso/app", run_id: "4242", actor: "octocat" },
+    },
+    labels: { team: "platform", "ci.job": "build" },
+    createdAt,
+    expiresAt: createdAt + HOUR,
+    closedAt: null,
+    seal: null,
+    ...overrides,
+  };
+}
+
+function makeEvent(
+  sessionId: string,
+  exchangeId: string,
+  index: number,
+  body: Uint8Array | null = null,
+): NewEvent {
+  const kind: EventKind = body === null ? "request.head" : "response.body";
+  return {
+    id: `${exchangeId}:${index}`,
+    sessionId,
+    exchangeId,
+    at: 1_800_000_000_000_000 + index,
+    kind,
+    attrs: { index, method: "POST", path: "/v1/messages", headers: { "content-type": ["application/json"] } },
+    body,
+  };
+}
+
+function exchange(sessionId: string, exchangeId: string, count: number): NewEvent[] {
+  return Array.from({ length: count }, (_, i) =>
+    makeEvent(sessionId, exchangeId, i, i % 2 === 0 ? null : Buffer.from(`chunk ${exchangeId} ${i} ✓`)),
+  );
+}
+
+/** Every stored event of a session, reading in pages until the store has no more. */
+async function readAll(store: Store, sessionId: string): Promise<StoredEvent[]> {
+  const all: StoredEvent[] = [];
+  for (;;) {
+    const page = await store.readEvents(sessionId, all.at(-1)?.seq ?? 0, 100);
+    if (page.length === 0) return all;
+    all.push(...page);
+  }
+}
+
+function bytes(body: Uint8Array | null): string | null {
+  return body === null ? null : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("hex");
+}
+
+/** Checks a stored event against what was sent, body compared byte for byte. */
+function assertStoredAs(stored: StoredEvent | undefined, sent: NewEvent | undefined): void {
+  assert.ok(stored, "an event is missing");
+  assert.ok(sent);
+  const { body: storedBody, seq: _seq, hash: _hash, ...storedRest } = stored;
+  const { body: sentBody, ...sentRest } = sent;
+  assert.deepEqual(storedRest, sentRest);
+  assert.equal(bytes(storedBody), bytes(sentBody), `body of ${sent.id} differs`);
+}
+
+function assertChainValid(events: StoredEvent[]): void {
+  const { break: broken, tail } = verifyChain(events);
+  assert.equal(broken, null, `chain breaks at ${JSON.stringify(broken)}`);
+  assert.equal(tail.count, events.length);
+}
+
+/** Ids of every session a filter selects, following nextCursor to the end. */
+async function listAll(store: Store, filter: Omit<SessionFilter, "cursor">): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await store.listSessions(cursor === undefined ? filter : { ...filter, cursor });
+    assert.ok(page.items.length <= filter.limit, "a page holds more than limit sessions");
+    // "null on the last page": a cursor is offered only when more sessions follow.
+    if (cursor !== undefined)
+      assert.ok(page.items.length > 0, "the previous page offered a cursor to nothing");
+    ids.push(...page.items.map((s) => s.id));
+    if (page.nextCursor === null) return ids;
+    cursor = page.nextCursor;
+  }
+}
+
+/** Newest first, ties broken by id, as listSessions orders them. */
+function newestFirst(sessions: SessionRecord[]): string[] {
+  return [...sessions]
+    .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+    .map((s) => s.id);
+}
+
+function statusAt(session: SessionRecord, now: number): SessionStatus {
+  if (session.closedAt !== null) return "closed";
+  return session.expiresAt <= now ? "expired" : "open";
+}
+
+/**
+ * Registers the compliance tests for one Store backend under `name`. `open`
+ * gives each test a fresh, empty store, so tests share no data.
+ */
+export function storeSuite(name: string, open: () => Promise<StoreFixture>): void {
+  async function withStore(work: (context: StoreContext) => Promise<void>): Promise<void> {
+    const fixture = await open();
+    let current: Store | null = fixture.store;
+    const context: StoreContext = {
+      store: fixture.store,
+      closeAndReopen: async () => {
+        await current?.close();
+        current = null;
+        current = await fixture.reopen();
+        return current;
+      },
+    };
+    try {
+      await work(context);
+    } finally {
+      await current?.close();
+      await fixture.cleanup();
+    }
+  }
+
+  describe(`Store compliance: ${name}`, () => {
+    test("ping succeeds on an open store", () =>
+      withStore(async ({ store }) => {
+        await store.ping();
+      }));
+
+    describe("sessions", () => {
+      test("a stored session reads back exactly; an unknown id reads as null", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          assert.deepEqual(await store.getSession(session.id), session);
+          assert.equal(await store.getSession(sessionId(T0)), null);
+        }));
+
+      test("storing a session id twice is refused and the first record stays", () =>
+        withStore(async ({ store }) => {
+          // A second insert must not replace who opened the session.
+          const session = makeSession();
+          await store.insertSession(session);
+          await assert.rejects(
+            store.insertSession({ ...session, subject: { kind: "api-key", id: "intruder", claims: {} } }),
+          );
+          assert.deepEqual(await store.getSession(session.id), session);
+        }));
+
+      test("closing a session sets closedAt once; closing again returns it unchanged", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const closed = await store.closeSession(session.id, T0 + MINUTE);
+          assert.deepEqual(closed, { ...session, closedAt: T0 + MINUTE });
+          assert.deepEqual(await store.closeSession(session.id, T0 + 2 * MINUTE), closed);
+          assert.deepEqual(await store.getSession(session.id), closed);
+          assert.equal(await store.closeSession(sessionId(T0), T0), null);
+        }));
+
+      test("a seal set on a session is kept with it", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          await store.closeSession(session.id, T0 + MINUTE);
+          const seal = {
+            count: 12,
+            lastHash: "ab".repeat(32),
+            sealedAt: T0 + MINUTE,
+            jws: "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
+          };
+          await store.setSeal(session.id, seal);
+          assert.deepEqual(await store.getSession(session.id), { ...session, closedAt: T0 + MINUTE, seal });
+        }));
+
+      test("revoked sessions are those closed before expiry that have not yet expired", () =>
+        withStore(async ({ store }) => {
+          const now = T0 + 30 * MINUTE;
+          const revoked = makeSession({ expiresAt: T0 + HOUR, closedAt: T0 + MINUTE });
+          const revokedLaterExpiry = makeSession({ expiresAt: T0 + 2 * HOUR, closedAt: T0 + 2 * MINUTE });
+          const pastExpiry = makeSession({ expiresAt: T0 + 10 * MINUTE, closedAt: T0 + 5 * MINUTE });
+          const closedAfterExpiry = makeSession({ expiresAt: T0 + HOUR, closedAt: T0 + HOUR + MINUTE });
+          const open = makeSession({ expiresAt: T0 + HOUR });
+          for (const s of [revoked, revokedLaterExpiry, pastExpiry, closedAfterExpiry, open]) {
+            await store.insertSession(s);
+          }
+          // Closing through the store counts the same as a record inserted closed.
+          const closedNow = makeSession({ expiresAt: T0 + HOUR });
+          await store.insertSession(closedNow);
+          await store.closeSession(closedNow.id, T0 + 3 * MINUTE);
+          const listed = await store.listRevokedSessions(now);
+          assert.deepEqual(
+            [...listed].sort((a, b) => (a.id < b.id ? -1 : 1)),
+            [revoked, revokedLaterExpiry, closedNow]
+              .map((s) => ({ id: s.id, expiresAt: s.expiresAt }))
+              .sort((a, b) => (a.id < b.id ? -1 : 1)),
+          );
+          assert.deepEqual(await store.listRevokedSessions(T0 + 3 * HOUR), []);
+        }));
+    });
+
+    describe("listing sessions", () => {
+      test("newest first, ties broken by id, and pages visit every session exactly once", () =>
+        withStore(async ({ store }) => {
+          // Three sessions share each createdAt, so the id must break ties for
+          // the pages to neither repeat nor skip a session.
+          const sessions = Array.from({ length: 250 }, (_, i) =>
+            makeSession({ createdAt: T0 + Math.floor(i / 3) * 1000 }),
+          );
+          for (const s of [...sessions].sort(() => Math.random() - 0.5)) await store.insertSession(s);
+          const expected = newestFirst(sessions);
+
+          const first = await store.listSessions({ now: T0, limit: 40 });
+          assert.deepEqual(
+            first.items.map((s) => s.id),
+            expected.slice(0, 40),
+          );
+          assert.deepEqual(
+            first.items[0],
+            sessions.find((s) => s.id === expected[0]),
+          );
+          assert.deepEqual(await listAll(store, { now: T0, limit: 40 }), expected);
+          // When the sessions fill the last page exactly, that page says it is the last.
+          assert.deepEqual(await listAll(store, { now: T0, limit: 50 }), expected);
+          assert.deepEqual(await listAll(store, { now: T0, limit: 1000 }), expected);
+        }));
+
+      test("a page boundary holds while newer sessions are created", () =>
+        withStore(async ({ store }) => {
+          const sessions = Array.from({ length: 30 }, (_, i) => makeSession({ createdAt: T0 + i * 1000 }));
+          for (const s of sessions) await store.insertSession(s);
+          const expected = newestFirst(sessions);
+          const first = await store.listSessions({ now: T0, limit: 10 });
+          assert.ok(first.nextCursor);
+          await store.insertSession(makeSession({ createdAt: T0 + HOUR }));
+          const second = await store.listSessions({ now: T0, limit: 10, cursor: first.nextCursor });
+          assert.deepEqual(
+            second.items.map((s) => s.id),
+            expected.slice(10, 20),
+          );
+        }));
+
+      test("filters by connection and by subject", () =>
+        withStore(async ({ store }) => {
+          const subjects = ["repo:contoso/app", "repo:contoso/api"];
+          const sessions = Array.from({ length: 90 }, (_, i) =>
+            makeSession({
+              createdAt: T0 + i * 1000,
+              connection: ["claude", "azure-repos", "github"][i % 3] ?? "claude",
+              subject: { kind: "oidc", id: subjects[i % 2] ?? "", claims: {} },
+            }),
+          );
+          for (const s of sessions) await store.insertSession(s);
+          for (const connection of ["claude", "azure-repos", "github", "unknown"]) {
+            assert.deepEqual(
+              await listAll(store, { now: T0, limit: 7, connection }),
+              newestFirst(sessions.filter((s) => s.connection === connection)),
+            );
+          }
+          for (const subjectId of subjects) {
+            assert.deepEqual(
+              await listAll(store, { now: T0, limit: 7, subjectId }),
+              newestFirst(sessions.filter((s) => s.subject.id === subjectId)),
+            );
+          }
+          assert.deepEqual(
+            await listAll(store, { now: T0, limit: 4, connection: "github", subjectId: "repo:contoso/api" }),
+            newestFirst(
+              sessions.filter((s) => s.connection === "github" && s.subject.id === "repo:contoso/api"),
+            ),
+          );
+        }));
+
+      test("filters by status as of the given now: open, expired, closed", () =>
+        withStore(async ({ store }) => {
+          const now = T0 + 10 * HOUR;
+          const sessions: SessionRecord[] = [];
+          for (let i = 0; i < 120; i++) {
+            const createdAt = T0 + i * 5 * MINUTE;
+            const ttl = [HOUR, 4 * HOUR, 15 * MINUTE][i % 3] ?? HOUR;
+            const closedAt =
+              i % 4 === 0 ? createdAt + 10 * MINUTE : i % 4 === 1 ? createdAt + ttl + MINUTE : null;
+            sessions.push(
+              makeSession({
+                createdAt,
+                expiresAt: createdAt + ttl,
+                closedAt: closedAt !== null && closedAt <= now ? closedAt : null,
+                connection: i % 2 === 0 ? "claude" : "azure-repos",
+              }),
+            );
+          }
+          // A session whose expiresAt is exactly now is expired, as a JWT at its exp.
+          sessions.push(makeSession({ createdAt: now - HOUR, expiresAt: now }));
+          for (const s of sessions) await store.insertSession(s);
+          for (const status of ["open", "expired", "closed"] as const) {
+            const expected = newestFirst(sessions.filter((s) => statusAt(s, now) === status));
+            assert.ok(expected.length > 3, `the fixture has ${status} sessions`);
+            assert.deepEqual(await listAll(store, { now, limit: 6, status }), expected, status);
+            assert.deepEqual(
+              await listAll(store, { now, limit: 5, status, connection: "claude" }),
+              newestFirst(sessions.filter((s) => statusAt(s, now) === status && s.connection === "claude")),
+              `${status} on claude`,
+            );
+          }
+          // The same records seen an hour earlier: status follows now, not the clock.
+          const earlier = now - HOUR;
+          assert.deepEqual(
+            await listAll(store, { now: earlier, limit: 50, status: "open" }),
+            newestFirst(sessions.filter((s) => statusAt(s, earlier) === "open")),
+          );
+        }));
+
+      test("a session changes status when it is closed", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const now = T0 + MINUTE;
+          assert.deepEqual(await listAll(store, { now, limit: 10, status: "open" }), [session.id]);
+          await store.closeSession(session.id, now);
+          assert.deepEqual(await listAll(store, { now, limit: 10, status: "open" }), []);
+          assert.deepEqual(await listAll(store, { now, limit: 10, status: "closed" }), [session.id]);
+        }));
+
+      test("a cursor the store did not issue is refused as a caller error", () =>
+        withStore(async ({ store }) => {
+          await store.insertSession(makeSession());
+          for (const cursor of ["not-a-cursor", "", "eyJ4IjoxfQ"]) {
+            await assert.rejects(
+              store.listSessions({ now: T0, limit: 10, cursor }),
+              (error: unknown) => isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST",
+              `cursor ${JSON.stringify(cursor)}`,
+            );
+          }
+        }));
+    });
+
+    describe("events", () => {
+      test("events read back exactly as sent, numbered from 1, with a valid hash chain", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const sent: NewEvent[] = [
+            {
+              ...makeEvent(session.id, "x1", 0),
+              attrs: { nested: { b: [1, "two", null, true], a: 1.5 }, ünï: "✓" },
+            },
+            makeEvent(session.id, "x1", 1, Buffer.from('{"model":"claude"}')),
+            makeEvent(session.id, "x1", 2, new Uint8Array(0)),
+            makeEvent(session.id, "x1", 3, new Uint8Array([0, 255, 1, 254, 0])),
+            { ...makeEvent(session.id, "x1", 4), kind: "exchange.end", attrs: {} },
+          ];
+          const result = await store.appendEvents(sent);
+          assert.equal(result.appended, 5);
+          assert.equal(result.duplicates, 0);
+          const stored = await readAll(store, session.id);
+          assert.deepEqual(
+            stored.map((e) => e.seq),
+            [1, 2, 3, 4, 5],
+          );
+          sent.forEach((event, i) => {
+            assertStoredAs(stored[i], event);
+          });
+          assertChainValid(stored);
+          assert.deepEqual(result.tails.get(session.id), { count: 5, lastHash: stored[4]?.hash });
+          assert.deepEqual(await store.chainTail(session.id), result.tails.get(session.id));
+        }));
+
+      test("readEvents returns events after afterSeq, at most limit; an unknown session has none", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          await store.appendEvents(exchange(session.id, "x1", 10));
+          assert.deepEqual(
+            (await store.readEvents(session.id, 2, 3)).map((e) => e.seq),
+            [3, 4, 5],
+          );
+          assert.deepEqual(
+            (await store.readEvents(session.id, 8, 100)).map((e) => e.seq),
+            [9, 10],
+          );
+          assert.deepEqual(await store.readEvents(session.id, 10, 100), []);
+          const unknown = sessionId(T0);
+          assert.deepEqual(await store.readEvents(unknown, 0, 100), []);
+          assert.deepEqual(await store.chainTail(unknown), EMPTY_TAIL);
+        }));
+
+      test("resending a batch stores nothing new and counts every event as a duplicate", () =>
+        withStore(async ({ store }) => {
+          // The agent resends whatever was not acknowledged; a resend must not
+          // duplicate the record or move the chain.
+          const session = makeSession();
+          await store.insertSession(session);
+          const batch = exchange(session.id, "x1", 8);
+          const first = await store.appendEvents(batch);
+          const before = await readAll(store, session.id);
+          const again = await store.appendEvents(batch);
+          assert.equal(again.appended, 0);
+          assert.equal(again.duplicates, 8);
+          assert.equal(again.tails.size, 0, "a resend reports no session as having new events");
+          assert.deepEqual(await readAll(store, session.id), before);
+          assert.deepEqual(await store.chainTail(session.id), first.tails.get(session.id));
+        }));
+
+      test("a batch mixing stored and new events appends only the new ones, continuing the chain", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const events = exchange(session.id, "x1", 8);
+          await store.appendEvents(events.slice(0, 5));
+          const result = await store.appendEvents(events.slice(2));
+          assert.equal(result.appended, 3);
+          assert.equal(result.duplicates, 3);
+          assert.equal(result.tails.get(session.id)?.count, 8);
+          const stored = await readAll(store, session.id);
+          assert.equal(stored.length, 8);
+          events.forEach((event, i) => {
+            assertStoredAs(stored[i], event);
+          });
+          assertChainValid(stored);
+        }));
+
+      test("an event id repeated within one batch is stored once", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const [a, b] = exchange(session.id, "x1", 2);
+          assert.ok(a && b);
+          const result = await store.appendEvents([a, b, a, { ...b }]);
+          assert.equal(result.appended, 2);
+          assert.equal(result.duplicates, 2);
+          const stored = await readAll(store, session.id);
+          assert.deepEqual(
+            stored.map((e) => e.id),
+            [a.id, b.id],
+          );
+        }));
+
+      test("the same event id in two sessions is two events", () =>
+        withStore(async ({ store }) => {
+          const one = makeSession();
+          const two = makeSession();
+          await store.insertSession(one);
+          await store.insertSession(two);
+          const result = await store.appendEvents([makeEvent(one.id, "x1", 0), makeEvent(two.id, "x1", 0)]);
+          assert.equal(result.appended, 2);
+          assert.equal((await readAll(store, one.id)).length, 1);
+          assert.equal((await readAll(store, two.id)).length, 1);
+        }));
+
+      test("events of sessions interleaved in one batch keep their order within each session", () =>
+        withStore(async ({ store }) => {
+          const sessions = [makeSession(), makeSession(), makeSession()];
+          for (const s of sessions) await store.insertSession(s);
+          const perSession = sessions.map((s, n) => exchange(s.id, `x${n}`, 20));
+          const batch: NewEvent[] = [];
+          for (let i = 0; i < 20; i++) {
+            for (const events of perSession) {
+              const event = events[i];
+              if (event) batch.push(event);
+            }
+          }
+          const result = await store.appendEvents(batch);
+          assert.equal(result.appended, 60);
+          for (const [n, s] of sessions.entries()) {
+            const stored = await readAll(store, s.id);
+            assert.deepEqual(
+              stored.map((e) => e.id),
+              perSession[n]?.map((e) => e.id),
+            );
+            assertChainValid(stored);
+            assert.deepEqual(result.tails.get(s.id), await store.chainTail(s.id));
+          }
+        }));
+
+      test("the chain stays valid across many appends and matches the tail each append reports", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const sent: NewEvent[] = [];
+          for (let n = 0; n < 12; n++) {
+            const events = exchange(session.id, `x${n}`, 1 + (n % 5));
+            sent.push(...events);
+            const result = await store.appendEvents(events);
+            assert.deepEqual(result.tails.get(session.id), await store.chainTail(session.id));
+            assert.equal(result.tails.get(session.id)?.count, sent.length);
+          }
+          const stored = await readAll(store, session.id);
+          assertChainValid(stored);
+          sent.forEach((event, i) => {
+            assertStoredAs(stored[i], event);
+          });
+          assert.equal(verifyChain(stored).tail.lastHash, (await store.chainTail(session.id)).lastHash);
+        }));
+
+      test("events of a session that has no session record are kept", () =>
+        withStore(async ({ store }) => {
+          // The agent can report events before (or without) the session reaching
+          // the store; dropping them would lose part of the record.
+          const orphan = sessionId(T0);
+          const events = exchange(orphan, "x1", 4);
+          const result = await store.appendEvents(events);
+          assert.equal(result.appended, 4);
+          assert.equal(await store.getSession(orphan), null);
+          const stored = await readAll(store, orphan);
+          events.forEach((event, i) => {
+            assertStoredAs(stored[i], event);
+          });
+          assertChainValid(stored);
+          assert.equal((await store.chainTail(orphan)).count, 4);
+        }));
+
+      test("a 48 MB exchange (ten 4 MB chunks and one 8 MB event) reads back byte for byte", () =>
+        withStore(async ({ store }) => {
+          const session = makeSession();
+          await store.insertSession(session);
+          const chunks = Array.from({ length: 10 }, (_, i) =>
+            makeEvent(session.id, "big", 1 + i, randomBytes(4 * MB)),
+          );
+          const single = makeEvent(session.id, "big", 11, randomBytes(8 * MB));
+          const sent = [makeEvent(session.id, "big", 0), ...chunks, single, makeEvent(session.id, "big", 12)];
+          await store.appendEvents(sent.slice(0, 11));
+          await store.appendEvents(sent.slice(11));
+          const stored = await readAll(store, session.id);
+          assert.equal(stored.length, sent.length);
+          sent.forEach((event, i) => {
+            const got = stored[i];
+            assert.ok(got);
+            assert.equal(got.body?.byteLength ?? null, event.body?.byteLength ?? null);
+            const digest = (b: Uint8Array | null) =>
+              b === null ? null : createHash("sha256").update(b).digest("hex");
+            assert.equal(digest(got.body), digest(event.body), `body of ${event.id} differs`);
+          });
+          assertChainValid(stored);
+        }));
+
+      test("concurrent appends to one session store every event once, numbered 1..N without gaps", () =>
+        withStore(async ({ store }) => {
+          // Several streams (and resends) race for the same session; each must
+          // land once, in one unbroken chain, with each exchange in order.
+          const session = makeSession();
+          await store.insertSession(session);
+          const exchanges = Array.from({ length: 40 }, (_, n) => exchange(session.id, `x${n}`, 25));
+          const calls = [...exchanges, ...exchanges].map((events) => store.appendEvents(events));
+          const results = await Promise.all(calls);
+          const total = exchanges.length * 25;
+          assert.equal(
+            results.reduce((sum, r) => sum + r.appended, 0),
+            total,
+          );
+          assert.equal(
+            results.reduce((sum, r) => sum + r.duplicates, 0),
+            total,
+          );
+          const stored = await readAll(store, session.id);
+          assert.deepEqual(
+            stored.map((e) => e.seq),
+            Array.from({ length: total }, (_, i) => i + 1),
+          );
+          assertChainValid(stored);
+          assert.equal(new Set(stored.map((e) => e.id)).size, total);
+          for (const events of exchanges) {
+            const exchangeId = events[0]?.exchangeId;
+            assert.deepEqual(
+              stored.filter((e) => e.exchangeId === exchangeId).map((e) => e.id),
+              events.map((e) => e.id),
+            );
+          }
+          assert.equal((await store.chainTail(session.id)).count, total);
+        }));
+    });
+
+    describe("agents", () => {
+      const agent = (n: number, overrides: Partial<AgentRecord> = {}): AgentRecord => ({
+        id: `agent-${n}`,
+        name: `runner-pool-${n}`,
+        tokenHash: createHash("sha256").update(`token ${n}`).digest("hex"),
+        createdAt: T0 + n,
+        revokedAt: null,
+        lastSeenAt: null,
+        ...overrides,
+      });
+
+      test("an agent is found by its token hash; other hashes find nothing", () =>
+        withStore(async ({ store }) => {
+          await store.insertAgent(agent(1));
+          await store.insertAgent(agent(2));
+          assert.deepEqual(await store.findAgentByTokenHash(agent(2).tokenHash), agent(2));
+          assert.equal(await store.findAgentByTokenHash("0".repeat(64)), null);
+          const listed = await store.listAgents();
+          assert.deepEqual(
+            [...listed].sort((a, b) => (a.id < b.id ? -1 : 1)),
+            [agent(1), agent(2)],
+          );
+        }));
+
+      test("a second agent with the same token hash is refused", () =>
+        withStore(async ({ store }) => {
+          // A token must identify one agent, or revoking one would leave a twin.
+          await store.insertAgent(agent(1));
+          await assert.rejects(store.insertAgent(agent(2, { tokenHash: agent(1).tokenHash })));
+          assert.deepEqual(await store.findAgentByTokenHash(agent(1).tokenHash), agent(1));
+          assert.equal((await store.listAgents()).length, 1);
+        }));
+
+      test("revoking an agent records when; an unknown agent revokes as null", () =>
+        withStore(async ({ store }) => {
+          await store.insertAgent(agent(1));
+          await store.insertAgent(agent(2));
+          const revoked = await store.revokeAgent(agent(1).id, T0 + HOUR);
+          assert.deepEqual(revoked, agent(1, { revokedAt: T0 + HOUR }));
+          assert.deepEqual(await store.findAgentByTokenHash(agent(1).tokenHash), revoked);
+          assert.deepEqual(await store.findAgentByTokenHash(agent(2).tokenHash), agent(2));
+          assert.equal(await store.revokeAgent("agent-unknown", T0), null);
+        }));
+
+      test("touching an agent records when it was last seen", () =>
+        withStore(async ({ store }) => {
+          await store.insertAgent(agent(1));
+          await store.touchAgent(agent(1).id, T0 + MINUTE);
+          await store.touchAgent(agent(1).id, T0 + 2 * MINUTE);
+          assert.deepEqual(
+            await store.findAgentByTokenHash(agent(1).tokenHash),
+            agent(1, { lastSeenAt: T0 + 2 * MINUTE }),
+          );
+          await store.touchAgent("agent-unknown", T0);
+          assert.equal((await store.listAgents()).length, 1);
+        }));
+    });
+
+    describe("signing keys", () => {
+      test("signing keys list oldest first with their JWKs intact", () =>
+        withStore(async ({ store }) => {
+          const key = (kid: string, createdAt: number): SigningKeyRecord => ({
+            kid,
+            alg: "EdDSA",
+            publicJwk: { kty: "OKP", crv: "Ed25519", x: randomBytes(32).toString("base64url"), kid },
+            privateJwk: {
+              kty: "OKP",
+              crv: "Ed25519",
+              x: randomBytes(32).toString("base64url"),
+              d: randomBytes(32).toString("base64url"),
+              kid,
+            },
+            createdAt,
+          });
+          const keys = [key("k2", T0 + 2 * HOUR), key("k0", T0), key("k1", T0 + HOUR)];
+          for (const k of keys) await store.insertSigningKey(k);
+          assert.deepEqual(await store.listSigningKeys(), [keys[1], keys[2], keys[0]]);
+        }));
+    });
+
+    describe("durability", () => {
+      test("closing and reopening the store loses nothing, and chains continue where they stopped", () =>
+        withStore(async ({ store, closeAndReopen }) => {
+          const open = makeSession({ createdAt: T0 });
+          const sealed = makeSession({ createdAt: T0 + 1000 });
+          await store.insertSession(open);
+          await store.insertSession(sealed);
+          await store.closeSession(sealed.id, T0 + MINUTE);
+          const seal = { count: 3, lastHash: "cd".repeat(32), sealedAt: T0 + MINUTE, jws: "a.b.c" };
+          await store.setSeal(sealed.id, seal);
+          await store.appendEvents([...exchange(open.id, "x1", 6), ...exchange(sealed.id, "x1", 3)]);
+          const orphan = sessionId(T0);
+          await store.appendEvents(exchange(orphan, "x1", 2));
+          const agent: AgentRecord = {
+            id: "agent-1",
+            name: "pool",
+            tokenHash: "ef".repeat(32),
+            createdAt: T0,
+            revokedAt: null,
+            lastSeenAt: T0 + 5,
+          };
+          await store.insertAgent(agent);
+          const key: SigningKeyRecord = {
+            kid: "k1",
+            alg: "EdDSA",
+            publicJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA" },
+            privateJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA", d: "BBBB" },
+            createdAt: T0,
+          };
+          await store.insertSigningKey(key);
+          const before = {
+            sessions: await store.listSessions({ now: T0, limit: 10 }),
+            open: await readAll(store, open.id),
+            sealed: await readAll(store, sealed.id),
+            orphan: await readAll(store, orphan),
+          };
+
+          const again = await closeAndReopen();
+          await again.ping();
+          assert.deepEqual(await again.listSessions({ now: T0, limit: 10 }), before.sessions);
+          assert.deepEqual(await again.getSession(sealed.id), { ...sealed, closedAt: T0 + MINUTE, seal });
+          assert.deepEqual(await readAll(again, open.id), before.open);
+          assert.deepEqual(await readAll(again, sealed.id), before.sealed);
+          assert.deepEqual(await readAll(again, orphan), before.orphan);
+          assert.deepEqual(await again.findAgentByTokenHash(agent.tokenHash), agent);
+          assert.deepEqual(await again.listSigningKeys(), [key]);
+          assert.deepEqual(await again.listRevokedSessions(T0 + 2 * MINUTE), [
+            { id: sealed.id, expiresAt: sealed.expiresAt },
+          ]);
+
+          const more = exchange(open.id, "x2", 4);
+          const resent = await again.appendEvents([...exchange(open.id, "x1", 6), ...more]);
+          assert.equal(resent.duplicates, 6, "events stored before the reopen are still recognised");
+          assert.equal(resent.appended, 4);
+          const after = await readAll(again, open.id);
+          assert.equal(after.length, 10);
+          assertChainValid(after);
+        }));
+    });
+  });
+}

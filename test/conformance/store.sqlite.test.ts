@@ -1,0 +1,163 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
+import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
+import { isGatehouseError } from "@gatehouse/proto/errors";
+import { storeSuite } from "./store-suite.js";
+
+/**
+ * Runs a separate Node process that opens the store at `path`, appends
+ * `batches` batches of 20 events to session `sessionId` (exchange ids prefixed
+ * `writer`), and then, when `crash` is set, kills itself the moment the last
+ * append resolves, as a crash right after an acknowledgement would.
+ */
+async function appendInChild(options: {
+  path: string;
+  sessionId: string;
+  writer: string;
+  batches: number;
+  crash: boolean;
+}): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const script = `
+    const [moduleUrl, optionsJson] = process.argv.slice(1);
+    const { path, sessionId, writer, batches, crash } = JSON.parse(optionsJson);
+    const { SqliteStore } = await import(moduleUrl);
+    const store = await SqliteStore.open({ path });
+    for (let b = 0; b < batches; b++) {
+      const exchangeId = writer + "-" + b;
+      const events = Array.from({ length: 20 }, (_, i) => ({
+        id: exchangeId + ":" + i, sessionId, exchangeId, at: Date.now() * 1000 + i,
+        kind: "response.sse", attrs: { i }, body: Buffer.alloc(300, i),
+      }));
+      await store.appendEvents(events);
+    }
+    if (crash) process.kill(process.pid, "SIGKILL");
+    await store.close();
+  `;
+  const moduleUrl = import.meta.resolve("@gatehouse/control-plane/store/sqlite/store.js");
+  const child = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", script, moduleUrl, JSON.stringify(options)],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
+  const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
+  return { code, signal };
+}
+
+storeSuite("sqlite", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "gatehouse-store-"));
+  // A directory that does not exist yet: opening must create it.
+  const path = join(dir, "data", "gatehouse.db");
+  return {
+    store: await SqliteStore.open({ path }),
+    reopen: () => SqliteStore.open({ path }),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+describe("SqliteStore: files, processes and crashes", () => {
+  async function inTempDir(work: (dir: string) => Promise<void>): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), "gatehouse-store-"));
+    try {
+      await work(dir);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  function unavailableNaming(path: string) {
+    return (error: unknown) =>
+      isGatehouseError(error) && error.code === "GATE_STORE_UNAVAILABLE" && error.message.includes(path);
+  }
+
+  test("a path below a regular file is refused with the path named", () =>
+    inTempDir(async (dir) => {
+      const file = join(dir, "not-a-directory");
+      await writeFile(file, "x");
+      const path = join(file, "gatehouse.db");
+      await assert.rejects(SqliteStore.open({ path }), unavailableNaming(path));
+    }));
+
+  test("a file that is not a SQLite database is refused with the path named", () =>
+    inTempDir(async (dir) => {
+      const path = join(dir, "gatehouse.db");
+      await writeFile(path, "this is a configuration file, not a database\n".repeat(100));
+      await assert.rejects(SqliteStore.open({ path }), unavailableNaming(path));
+    }));
+
+  test("opening an existing store again keeps its data (the schema is created only once)", () =>
+    inTempDir(async (dir) => {
+      const path = join(dir, "gatehouse.db");
+      const first = await SqliteStore.open({ path });
+      await first.appendEvents([
+        { id: "x:0", sessionId: "s1", exchangeId: "x", at: 1, kind: "exchange.end", attrs: {}, body: null },
+      ]);
+      // A second process (the CLI, say) may open the file while the server has it open.
+      const second = await SqliteStore.open({ path });
+      assert.equal((await second.chainTail("s1")).count, 1);
+      await second.close();
+      await first.close();
+    }));
+
+  test("a closed store refuses calls as unavailable", () =>
+    inTempDir(async (dir) => {
+      const path = join(dir, "gatehouse.db");
+      const store = await SqliteStore.open({ path });
+      await store.close();
+      await store.close();
+      await assert.rejects(store.ping(), unavailableNaming(path));
+      await assert.rejects(store.chainTail("s1"), unavailableNaming(path));
+    }));
+
+  test("events acknowledged just before the process is killed are there when the store reopens", () =>
+    inTempDir(async (dir) => {
+      // The agent deletes acknowledged events from its spool, so a commit must
+      // be on disk when appendEvents resolves, not at some later flush.
+      const path = join(dir, "gatehouse.db");
+      const exit = await appendInChild({ path, sessionId: "s1", writer: "w", batches: 5, crash: true });
+      assert.equal(exit.signal, "SIGKILL");
+      const store = await SqliteStore.open({ path });
+      try {
+        const events = await store.readEvents("s1", 0, 1000);
+        assert.equal(events.length, 100);
+        assert.equal(verifyChain(events).break, null);
+      } finally {
+        await store.close();
+      }
+    }));
+
+  test("two processes appending to one session keep one unbroken chain", () =>
+    inTempDir(async (dir) => {
+      // A second process on the same file (another control plane, or the CLI)
+      // must not read a stale chain tail and fork the chain.
+      const path = join(dir, "gatehouse.db");
+      const writers = await Promise.all(
+        ["a", "b", "c"].map((writer) =>
+          appendInChild({ path, sessionId: "s1", writer, batches: 30, crash: false }),
+        ),
+      );
+      assert.deepEqual(
+        writers.map((w) => w.code),
+        [0, 0, 0],
+      );
+      const store = await SqliteStore.open({ path });
+      try {
+        const events = await store.readEvents("s1", 0, 10_000);
+        assert.equal(events.length, 3 * 30 * 20);
+        assert.deepEqual(
+          events.map((e) => e.seq),
+          events.map((_, i) => i + 1),
+        );
+        assert.equal(verifyChain(events).break, null);
+      } finally {
+        await store.close();
+      }
+    }));
+});
