@@ -68,6 +68,16 @@ async function agentId(config: AgentConfig, spoolDir: string): Promise<string> {
   }
 }
 
+/** Waits for `promise`, but no longer than `ms`. */
+async function within(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise,
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms)))),
+  ]);
+  clearTimeout(timer);
+}
+
 function splitHostPort(address: string): { host: string; port: number } {
   const at = address.lastIndexOf(":");
   return { host: address.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(address.slice(at + 1)) };
@@ -91,6 +101,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
 
   const verifier = new TokenVerifier();
   let connections: ReadonlyMap<string, Connection__Output> | null = null;
+  /** Why the control plane refused this agent, while it does. */
+  let refused: string | null = null;
   const dispatcher = new UndiciAgent({ keepAliveTimeout: 30_000, connect: { timeout: 10_000 } });
   let link: AgentLinkClient | null = null;
   const metrics = createAgentMetrics(deps.registry, {
@@ -105,8 +117,12 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     limits: config.proxy,
     logger: deps.log("agent.proxy"),
     connections: () => connections,
-    notReadyReason: () =>
-      connections ? null : `no configuration from the control plane at ${config.controlPlane.address} yet`,
+    notReadyReason: () => {
+      if (refused) return `the control plane refused this agent's token: ${refused}`;
+      return connections
+        ? null
+        : `no configuration from the control plane at ${config.controlPlane.address} yet`;
+    },
     metrics,
     registry: deps.registry,
   });
@@ -134,30 +150,43 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     spool,
     logger: linkLog,
     onConfig: (pushed) => {
+      refused = null;
       connections = new Map(pushed.connections.map((c) => [c.name, c]));
       verifier.configure(pushed);
       linkLog.info({ connections: [...connections.keys()] }, "configuration received");
     },
     onRevocation: (sessions) => verifier.revoke(sessions),
+    // A revoked agent must not go on spending the connection's credential on cached configuration.
+    onRefused: (reason) => {
+      refused = reason;
+      connections = null;
+    },
   });
   link.start();
 
   const running = link;
+  let stopping: Promise<void> | undefined;
   return {
     proxyUrl,
     port,
     link: running,
     spool,
     verifier,
-    async stop(graceMs = 10_000) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      const grace = setTimeout(() => server.closeAllConnections(), graceMs);
-      await closed;
-      clearTimeout(grace);
-      await running.stop();
-      await spool.close();
-      await dispatcher.close();
+    stop(graceMs = 10_000) {
+      stopping ??= (async () => {
+        const deadline = Date.now() + graceMs;
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const grace = setTimeout(() => server.closeAllConnections(), graceMs);
+        await closed;
+        clearTimeout(grace);
+        // What was recorded should reach the store now rather than at the next start.
+        await within(running.whenDrained(), deadline - Date.now());
+        await running.stop();
+        await spool.close();
+        await dispatcher.close();
+      })();
+      return stopping;
     },
   };
 }

@@ -68,6 +68,24 @@ export interface SessionView extends SessionSummary {
   exchanges: ExchangeView[];
 }
 
+/** An agent account, as `GET /v1/agents` shows it. Times are milliseconds since the Unix epoch. */
+export interface AgentAccount {
+  id: string;
+  name: string;
+  createdAt: number;
+  /** When its token was revoked; null while it may link. */
+  revokedAt: number | null;
+  lastSeenAt: number | null;
+  /** Links of this account to the control-plane replica that answered. */
+  live: Array<{
+    agentId: string;
+    version: string;
+    proxyUrl: string;
+    connections: string[];
+    connectedAt: number;
+  }>;
+}
+
 export interface ListSessionsQuery {
   connection?: string;
   status?: "open" | "closed" | "expired";
@@ -129,6 +147,15 @@ export class GatehouseClient {
 
   createAgent(name: string): Promise<{ id: string; name: string; token: string }> {
     return this.call("POST", "/v1/agents", { name });
+  }
+
+  listAgents(): Promise<{ items: AgentAccount[] }> {
+    return this.call("GET", "/v1/agents");
+  }
+
+  /** Revokes an agent's token: the control plane refuses it from now on and ends its live links. */
+  revokeAgent(id: string): Promise<Omit<AgentAccount, "live">> {
+    return this.call("DELETE", `/v1/agents/${encodeURIComponent(id)}`);
   }
 
   private headers(): Record<string, string> {

@@ -163,16 +163,19 @@ describe("agent refusals and failures", () => {
   test("malformed JSON is 400, not sent upstream, and recorded as refused with what was sent", async () => {
     const session = await gh.openSession();
     const before = gh.fake.requests.length;
-    const res = await rawPost(session.proxyUrl, session.token, '{"model": "claude-sonnet-4-6", ');
+    // V8's own message would quote this body; the agent's must not (it may hold a secret).
+    const malformed = '{"model": "claude-sonnet-4-6", "note": sk-canary-0123456789}';
+    const res = await rawPost(session.proxyUrl, session.token, malformed);
     assert.equal(res.status, 400);
     assert.equal(res.code, "GATE_INVALID_JSON");
     assert.match(JSON.stringify(res.body), /invalid_request_error.*not valid JSON/);
+    assert.ok(!JSON.stringify(res.body).includes("canary"), "the error does not quote the body");
     assert.equal(gh.fake.requests.length, before);
     const [exchange] = (await gh.record(session.id)).exchanges;
     assert.equal(exchange?.outcome, "refused");
     assert.equal(exchange?.status, 400);
     assert.equal(exchange?.error?.code, "GATE_INVALID_JSON");
-    assert.equal(exchange?.request.body, '{"model": "claude-sonnet-4-6", ');
+    assert.equal(exchange?.request.body, malformed);
   });
 
   test("a body past proxy.maxRequestBytes is 413, whether declared or streamed", async () => {

@@ -40,6 +40,11 @@ export interface ReceivedRequest {
   readonly closedEarly: boolean;
   /** Settles once the exchange is over: the response finished or the client went away. Never rejects. */
   readonly ended: Promise<void>;
+  /**
+   * Resolves, with the bytes of stream written so far, the first time the reader stops keeping
+   * up (a write had to wait for 'drain'): how a test sees backpressure reach the upstream.
+   */
+  readonly stalled: Promise<number>;
 }
 
 /** A content block the fake answers with; `tool_use` ids are generated when omitted. */
@@ -147,6 +152,8 @@ interface MutableRequest {
   json: unknown;
   closedEarly: boolean;
   ended: Promise<void>;
+  stalled: Promise<number>;
+  markStalled: (bytes: number) => void;
 }
 
 // Newest first, as the API lists them; release dates are the fake's own.
@@ -386,7 +393,13 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
     return events;
   };
 
-  const writeStream = async (res: ServerResponse, events: string[], streaming: FakeStreaming) => {
+  const writeStream = async (
+    res: ServerResponse,
+    events: string[],
+    streaming: FakeStreaming,
+    request: MutableRequest,
+  ) => {
+    let written = 0;
     res.writeHead(200, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
@@ -429,12 +442,16 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
         await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), whenClosed()]);
         if (res.destroyed) return;
       }
-      if (!res.write(event)) await drained(res);
+      written += Buffer.byteLength(event);
+      if (!res.write(event)) {
+        request.markStalled(written);
+        await drained(res);
+      }
     }
     res.end();
   };
 
-  const handleMessages = async (res: ServerResponse, request: ReceivedRequest) => {
+  const handleMessages = async (res: ServerResponse, request: MutableRequest) => {
     const body = request.json;
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       sendError(res, 400, "invalid_request_error", "The request body is not valid JSON; send a JSON object.");
@@ -461,7 +478,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
       return;
     }
     const streaming = reply.streaming ?? {};
-    await writeStream(res, streamEvents(message, streaming.pieces ?? DEFAULT_PIECES), streaming);
+    await writeStream(res, streamEvents(message, streaming.pieces ?? DEFAULT_PIECES), streaming, request);
   };
 
   const handleModels = (res: ServerResponse, url: URL) => {
@@ -495,7 +512,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
     });
   };
 
-  const route = async (res: ServerResponse, request: ReceivedRequest) => {
+  const route = async (res: ServerResponse, request: MutableRequest) => {
     if (!authenticated(request.headers, apiKey)) {
       sendError(res, 401, "authentication_error", "invalid x-api-key");
       return;
@@ -542,6 +559,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
           json = undefined;
         }
       }
+      let markStalled: (bytes: number) => void = () => {};
       const request: MutableRequest = {
         method: req.method ?? "GET",
         path: req.url ?? "/",
@@ -550,6 +568,10 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions = {}): Pr
         json,
         closedEarly: !uploaded,
         ended: closedPromise(res),
+        stalled: new Promise((resolve) => {
+          markStalled = resolve;
+        }),
+        markStalled: (bytes) => markStalled(bytes),
       };
       res.once("close", () => {
         if (!res.writableFinished) request.closedEarly = true;

@@ -4,7 +4,8 @@
  * upstream behind the agent. Everything listens on port 0 in a temp dir.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { EventEmitter } from "node:events";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -16,26 +17,90 @@ import {
   startControlPlane,
 } from "@gatehouse/control-plane";
 import { GatehouseClient, type OpenedSession, type SessionView } from "@gatehouse/sdk";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { Registry } from "prom-client";
 import { type FakeAnthropic, type FakeAnthropicOptions, startFakeAnthropic } from "./fake-anthropic.js";
 
 /** Environment variable the test agent reads the upstream key from. */
 export const UPSTREAM_KEY_ENV = "GATEHOUSE_TEST_UPSTREAM_KEY";
 
+/** One parsed log line. */
+export type LogEntry = Record<string, unknown> & { msg?: string; component?: string };
+
 /** Everything logged during a test, as JSON lines; printed to stderr too when GATEHOUSE_TEST_LOG is set. */
 export class LogCapture {
   readonly lines: string[] = [];
+  private readonly appended = new EventEmitter<{ line: [] }>();
   readonly stream = new Writable({
     write: (chunk: Buffer, _encoding, done) => {
       const text = chunk.toString();
       this.lines.push(text);
       if (process.env.GATEHOUSE_TEST_LOG) process.stderr.write(text);
+      this.appended.emit("line");
       done();
     },
   });
   readonly root = pino({ level: process.env.GATEHOUSE_TEST_LOG ?? "debug" }, this.stream);
   readonly log = (component: string) => this.root.child({ component });
+
+  /**
+   * The first entry at index `from` or later (take `lines.length` before an action to see
+   * only what the action logged) that matches `predicate`, as soon as it is logged.
+   */
+  waitFor(predicate: (entry: LogEntry) => boolean, from = 0): Promise<LogEntry> {
+    let next = from;
+    const scan = (): LogEntry | undefined => {
+      for (; next < this.lines.length; next++) {
+        for (const line of (this.lines[next] ?? "").split("\n")) {
+          if (line.trim() === "") continue;
+          const entry = JSON.parse(line) as LogEntry;
+          if (predicate(entry)) {
+            next += 1;
+            return entry;
+          }
+        }
+      }
+      return undefined;
+    };
+    const found = scan();
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve) => {
+      const onLine = () => {
+        const entry = scan();
+        if (!entry) return;
+        this.appended.off("line", onLine);
+        resolve(entry);
+      };
+      this.appended.on("line", onLine);
+    });
+  }
+}
+
+/** The control plane's AgentLink TLS (`grpc.tls`). */
+export interface GrpcTlsOptions {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string;
+}
+
+/** An agent's TLS towards the control plane (`controlPlane.tls`). */
+export interface LinkTlsOptions {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  serverName?: string;
+}
+
+/** How to start an agent; each field defaults to what the harness's own agent uses. */
+export interface AgentStartOptions {
+  /** The agent token to present (default: the harness's agent account). */
+  token?: string;
+  /** The control plane's gRPC address as the agent dials it, e.g. through a relay. */
+  address?: string;
+  /** TLS towards the control plane; null for a plaintext link even when {@link GatehouseOptions.linkTls} is set. */
+  tls?: LinkTlsOptions | null;
+  /** Wait until the link is ready (default true). */
+  waitForLink?: boolean;
 }
 
 export interface GatehouseOptions {
@@ -48,6 +113,10 @@ export interface GatehouseOptions {
   env?: Record<string, string>;
   /** Connections besides `claude` (which points at the fake). */
   connections?: Array<Record<string, unknown>>;
+  /** Serve the AgentLink over TLS (kept across control-plane restarts). */
+  grpcTls?: GrpcTlsOptions;
+  /** TLS settings of agents by default (see {@link AgentStartOptions.tls}). */
+  linkTls?: LinkTlsOptions;
 }
 
 export class TestGatehouse {
@@ -61,6 +130,7 @@ export class TestGatehouse {
   agentToken = "";
   private grpcListen = "127.0.0.1:0";
   private httpListen = "127.0.0.1:0";
+  private readonly extraAgents: RunningAgent[] = [];
 
   private constructor(
     readonly dir: string,
@@ -92,7 +162,7 @@ export class TestGatehouse {
           ...(this.options.connections ?? []),
         ],
         http: { listen: this.httpListen },
-        grpc: { listen: this.grpcListen },
+        grpc: { listen: this.grpcListen, ...(this.options.grpcTls ? { tls: this.options.grpcTls } : {}) },
         ...this.options.controlPlane,
       }),
       dataDir: this.dir,
@@ -107,21 +177,52 @@ export class TestGatehouse {
     this.admin = new GatehouseClient({ url: this.cp.httpUrl, token: this.adminToken });
   }
 
-  /** Starts (or restarts) the agent on the same spool dir; resolves once it is linked. */
-  async startAgent(): Promise<void> {
-    this.agent = await startAgent({
+  /**
+   * Starts (or restarts) the harness's agent on the same spool dir; unless told
+   * otherwise, resolves once it is linked.
+   */
+  async startAgent(options: AgentStartOptions = {}): Promise<RunningAgent> {
+    this.agent = await this.launchAgent(options, this.dir, this.logs.log);
+    if (options.waitForLink !== false) await this.agent.link.whenState("ready");
+    return this.agent;
+  }
+
+  /**
+   * Starts another agent, with its own spool under the harness dir and its log
+   * lines tagged `agent: name`; the harness stops it in {@link stop}.
+   */
+  async startExtraAgent(name: string, options: AgentStartOptions = {}): Promise<RunningAgent> {
+    const dataDir = join(this.dir, "agents", name);
+    await mkdir(dataDir, { recursive: true });
+    const agent = await this.launchAgent(options, dataDir, (component) =>
+      this.logs.root.child({ component, agent: name }),
+    );
+    this.extraAgents.push(agent);
+    if (options.waitForLink !== false) await agent.link.whenState("ready");
+    return agent;
+  }
+
+  private async launchAgent(
+    options: AgentStartOptions,
+    dataDir: string,
+    log: (component: string) => Logger,
+  ): Promise<RunningAgent> {
+    const tls = options.tls === undefined ? this.options.linkTls : (options.tls ?? undefined);
+    const agent = await startAgent({
       config: agentConfigSchema.parse({
-        controlPlane: { address: this.cp.grpcAddress },
+        controlPlane: { address: options.address ?? this.cp.grpcAddress, ...(tls ? { tls } : {}) },
         proxy: { listen: "127.0.0.1:0" },
         ...this.options.agent,
       }),
-      token: this.agentToken,
-      dataDir: this.dir,
+      token: options.token ?? this.agentToken,
+      dataDir,
       env: { [UPSTREAM_KEY_ENV]: this.fake.apiKey, ...this.options.env },
-      log: this.logs.log,
+      log,
       registry: new Registry(),
     });
-    await this.agent.link.whenState("ready");
+    // Tests stop agents themselves too; stopping one twice must not fail the harness's own stop.
+    let stopping: Promise<void> | undefined;
+    return { ...agent, stop: (graceMs) => (stopping ??= agent.stop(graceMs)) };
   }
 
   openSession(connection = "claude", ttlSeconds?: number): Promise<OpenedSession> {
@@ -144,6 +245,7 @@ export class TestGatehouse {
   }
 
   async stop(): Promise<void> {
+    for (const agent of this.extraAgents) await agent.stop(1000);
     await this.agent?.stop(1000);
     await this.cp?.stop();
     await this.fake.close();

@@ -73,6 +73,8 @@ export interface LinkOptions {
   maxBatchBytes?: number;
   onConfig: (config: AgentConfig__Output) => void;
   onRevocation: (sessions: RevokedSession__Output[]) => void;
+  /** The control plane refused this agent's token (revoked, or never valid). */
+  onRefused: (reason: string) => void;
 }
 
 type LinkCall = grpc.ClientDuplexStream<AgentMessage, ControlMessage__Output>;
@@ -89,6 +91,8 @@ export class AgentLinkClient {
   /** Last spool sequence of each batch awaiting acknowledgement, oldest first. */
   private inFlight: number[] = [];
   private pumping = false;
+  /** pump() was called while a pump was running: run again when it ends. */
+  private pumpAgain = false;
   private readonly stateListeners = new Set<(state: LinkState) => void>();
   private drainWaiters: Array<() => void> = [];
   private readonly opts: Required<Omit<LinkOptions, "tls">> & Pick<LinkOptions, "tls">;
@@ -129,9 +133,12 @@ export class AgentLinkClient {
     });
   }
 
-  /** Resolves when every event written to the spool so far is acknowledged as durable. */
+  /**
+   * Resolves when every event written to the spool so far is acknowledged as
+   * durable, or when the link is lost (the events then wait in the spool).
+   */
   whenDrained(): Promise<void> {
-    if (this.opts.spool.pending === 0) return Promise.resolve();
+    if (this.opts.spool.pending === 0 || this.state_ !== "ready") return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
@@ -148,6 +155,11 @@ export class AgentLinkClient {
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      // The channel has a reconnect backoff of its own (1 s growing to 120 s) during which
+      // every call fails at once; bounded by this link's, maxBackoffMs stays the longest
+      // an agent waits to relink after the control plane comes back.
+      "grpc.initial_reconnect_backoff_ms": this.opts.initialBackoffMs,
+      "grpc.max_reconnect_backoff_ms": this.opts.maxBackoffMs,
       ...(tls?.serverName ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
     });
     this.connect();
@@ -165,7 +177,14 @@ export class AgentLinkClient {
   private setState(state: LinkState): void {
     if (this.state_ === state || this.state_ === "stopped") return;
     this.state_ = state;
+    if (state !== "ready") this.releaseDrainWaiters();
     for (const listener of this.stateListeners) listener(state);
+  }
+
+  private releaseDrainWaiters(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   private connect(): void {
@@ -233,18 +252,21 @@ export class AgentLinkClient {
     } catch (error) {
       this.opts.logger.error({ err: error }, "could not record an acknowledgement in the spool");
     }
-    if (this.opts.spool.pending === 0) {
-      const waiters = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const resolve of waiters) resolve();
-    }
+    if (this.opts.spool.pending === 0) this.releaseDrainWaiters();
     this.pump();
   }
 
   /** Sends written, unsent spool records while the window allows. */
   private pump(): void {
-    if (this.pumping || this.state_ !== "ready") return;
+    if (this.state_ !== "ready") return;
+    if (this.pumping) {
+      // New records, an ack or a relink (which restarts from the acknowledged point)
+      // while a read is under way: that read may be for a stream that is gone.
+      this.pumpAgain = true;
+      return;
+    }
     this.pumping = true;
+    this.pumpAgain = false;
     this.sendBatches()
       .catch((error: unknown) => {
         this.opts.logger.error({ err: error }, "could not read the spool; reconnecting");
@@ -252,6 +274,7 @@ export class AgentLinkClient {
       })
       .finally(() => {
         this.pumping = false;
+        if (this.pumpAgain) this.pump();
       });
   }
 
@@ -273,14 +296,6 @@ export class AgentLinkClient {
       call?.write({ events: { firstSeq: first, events: read.slice(0, count).map((r) => r.event) } });
       this.inFlight.push(last);
       this.nextSeq = last + 1;
-    }
-    // More may have been written while the last read was in progress.
-    if (
-      this.state_ === "ready" &&
-      this.inFlight.length < maxBatchesInFlight &&
-      this.nextSeq <= spool.lastWrittenSeq
-    ) {
-      queueMicrotask(() => this.pump());
     }
   }
 
@@ -309,6 +324,7 @@ export class AgentLinkClient {
     };
     if (refused) {
       log.error(context, "the control plane refused this agent's token; check controlPlane.tokenFile");
+      this.opts.onRefused(error?.details ?? "agent token refused");
     } else {
       log.warn(context, "link to the control plane lost; events are kept in the spool until it is back");
     }

@@ -76,7 +76,11 @@ async function route(options: ProxyServerOptions, req: IncomingMessage, res: Ser
       return;
     }
     if (req.method === "HEAD" && url === "/") return void res.writeHead(200).end();
-    const error = new GatehouseError("GATE_NOT_FOUND", `no route for ${url}; clients use /c/<connection>/…`);
+    // The path is not repeated: a token pasted into a URL would come back in the message.
+    const error = new GatehouseError(
+      "GATE_NOT_FOUND",
+      "no route at this path; clients use /c/<connection>/…",
+    );
     return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
   }
   const name = decodeURIComponent(match[1] ?? "");

@@ -3,6 +3,7 @@
  * and back; they hold no business logic.
  */
 import { Readable } from "node:stream";
+import { GatehouseError } from "@gatehouse/proto/errors";
 import { bodyParser } from "@koa/bodyparser";
 import Router from "@koa/router";
 import Koa, { type Context } from "koa";
@@ -38,6 +39,20 @@ export interface ApiDeps {
 }
 
 const EVENTS_PAGE = 500;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The id in a record's path. Records are named by UUIDs; anything else names
+ * none, and is not repeated in the error, as it may be a token pasted in the wrong place.
+ */
+function recordId(id: string | undefined, what: "session" | "agent"): string {
+  if (id !== undefined && UUID.test(id)) return id;
+  throw new GatehouseError(
+    "GATE_NOT_FOUND",
+    `no ${what} has that id; ${what} ids are UUIDs, as GET /v1/${what}s lists them`,
+  );
+}
 
 /** One NDJSON line of the raw event stream. */
 function eventLine(e: StoredEvent): string {
@@ -106,7 +121,7 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { items: page.items.map((s) => sessionSummary(s, at)), nextCursor: page.nextCursor };
   });
   router.get("/v1/sessions/:id", anyReader, async (ctx) => {
-    const session = await sessions.get(ctx.params.id ?? "");
+    const session = await sessions.get(recordId(ctx.params.id, "session"));
     const events: StoredEvent[] = [];
     for (let after = 0; ; ) {
       const page = await sessions.events(session.id, after, EVENTS_PAGE);
@@ -117,14 +132,15 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = sessionView(session, events, now());
   });
   router.delete("/v1/sessions/:id", admin, async (ctx) => {
-    ctx.body = sessionSummary(await sessions.close(ctx.params.id ?? ""), now());
+    ctx.body = sessionSummary(await sessions.close(recordId(ctx.params.id, "session")), now());
   });
   router.get("/v1/sessions/:id/events", anyReader, async (ctx) => {
     const q = parse(eventsQuery, ctx.query, "query");
-    const session = await sessions.get(ctx.params.id ?? "");
+    const session = await sessions.get(recordId(ctx.params.id, "session"));
     const follow = q.follow === "1" || q.follow === "true";
     const abort = new AbortController();
-    ctx.req.on("close", () => abort.abort());
+    // The response closes when it is done or when the client goes away, whichever comes first.
+    ctx.res.on("close", () => abort.abort());
     ctx.type = "application/x-ndjson";
     ctx.set("cache-control", "no-store");
     ctx.body = Readable.from(tail(deps, session.id, q.after, follow, abort.signal));
@@ -141,7 +157,7 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { items: await accounts.list() };
   });
   router.delete("/v1/agents/:id", admin, async (ctx) => {
-    const { tokenHash: _, ...agent } = await accounts.revoke(ctx.params.id ?? "");
+    const { tokenHash: _, ...agent } = await accounts.revoke(recordId(ctx.params.id, "agent"));
     ctx.body = agent;
   });
 
@@ -159,13 +175,14 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(errorMiddleware(deps.logger));
   app.use(bodyParser({ enableTypes: ["json"], jsonLimit: "1mb", encoding: "utf-8" }));
   app.use(router.routes());
-  app.use(router.allowedMethods({ throw: true }));
+  // 405/501 with an Allow header; errorMiddleware adds the error body.
+  app.use(router.allowedMethods());
   return app;
 }
 
 /**
  * The events of a session from `after` on; with `follow`, keeps going as new
- * ones arrive, until the session is over and nothing more came, or the client left.
+ * ones arrive, until the session is over and its events are all sent, or the client left.
  */
 async function* tail(
   deps: ApiDeps,
@@ -176,14 +193,18 @@ async function* tail(
 ): AsyncGenerator<string> {
   let cursor = after;
   while (!signal.aborted) {
-    const page = await deps.sessions.events(id, cursor, EVENTS_PAGE);
-    for (const event of page) {
-      cursor = event.seq;
-      yield eventLine(event);
-    }
-    if (page.length === EVENTS_PAGE) continue;
-    if (!follow) return;
-    if (page.length === 0 && sessionStatus(await deps.sessions.get(id), deps.now()) !== "open") return;
+    // Read the status before the events: whatever was stored before the session
+    // ended is then in the read that follows, and the tail can stop right after it.
+    const over = follow && sessionStatus(await deps.sessions.get(id), deps.now()) !== "open";
+    let page: StoredEvent[];
+    do {
+      page = await deps.sessions.events(id, cursor, EVENTS_PAGE);
+      for (const event of page) {
+        cursor = event.seq;
+        yield eventLine(event);
+      }
+    } while (page.length === EVENTS_PAGE && !signal.aborted);
+    if (!follow || over) return;
     await deps.feed.wait(id, deps.followPollMs, signal);
   }
 }

@@ -70,7 +70,9 @@ const errors = {
   "401": { description: "Missing or unknown API key", ...json(errorSchema) },
   "403": { description: "Role not allowed", ...json(errorSchema) },
 };
+const notFound = (what: string) => ({ "404": { description: `Unknown ${what}`, ...json(errorSchema) } });
 const sessionId = { name: "id", in: "path", required: true, schema: { type: "string" } };
+const agentId = { ...sessionId, description: "Agent account id" };
 const bearer = [{ bearer: [] }];
 
 let document: object | undefined;
@@ -160,7 +162,14 @@ export function openApiDocument(): object {
           summary: "Close a session; its token is refused at every agent",
           security: bearer,
           parameters: [sessionId],
-          responses: { "200": { description: "Closed", ...json(sessionSummary) }, ...errors },
+          responses: {
+            "200": {
+              description: "Closed (closing a closed session changes nothing)",
+              ...json(sessionSummary),
+            },
+            ...errors,
+            ...notFound("session"),
+          },
         },
       },
       "/v1/sessions/{id}/events": {
@@ -170,10 +179,17 @@ export function openApiDocument(): object {
           parameters: [
             sessionId,
             { name: "after", in: "query", schema: { type: "integer", minimum: 0 } },
-            { name: "follow", in: "query", schema: { enum: ["0", "1"] }, description: "Tail live" },
+            {
+              name: "follow",
+              in: "query",
+              schema: { enum: ["0", "1", "true", "false"] },
+              description: "Tail live; the stream ends once the session is closed or expired",
+            },
           ],
           responses: {
             "200": { description: "One event per line", content: { "application/x-ndjson": {} } },
+            ...errors,
+            ...notFound("session"),
           },
         },
       },
@@ -187,16 +203,19 @@ export function openApiDocument(): object {
         get: {
           summary: "Agent accounts and their live links",
           security: bearer,
-          responses: { "200": { description: "OK" } },
+          responses: { "200": { description: "OK" }, ...errors },
         },
       },
       "/v1/agents/{id}": {
         delete: {
           summary: "Revoke an agent's token and end its links",
           security: bearer,
-          parameters: [sessionId],
-          responses: { "200": { description: "Revoked" }, ...errors },
+          parameters: [agentId],
+          responses: { "200": { description: "Revoked" }, ...errors, ...notFound("agent") },
         },
+      },
+      "/v1/openapi.json": {
+        get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.1 document" } } },
       },
       "/v1/.well-known/jwks.json": {
         get: {

@@ -4,7 +4,13 @@
  * acknowledged only once they are durable in the store.
  */
 import { readFile } from "node:fs/promises";
-import type { AgentConfig, AgentMessage__Output, ControlMessage, Hello__Output } from "@gatehouse/proto";
+import type {
+  AgentConfig,
+  AgentMessage__Output,
+  ControlMessage,
+  Hello__Output,
+  RevokedSession,
+} from "@gatehouse/proto";
 import { loadAgentLink } from "@gatehouse/proto";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import * as grpc from "@grpc/grpc-js";
@@ -119,13 +125,15 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   const hello = await firstHello(messages, deps.helloTimeoutMs);
   const log = deps.logger.child({ agentId: hello.agentId, agent: agent.name });
 
-  call.write({
-    welcome: {
-      controlPlaneId: deps.controlPlaneId,
-      heartbeatIntervalMs: deps.heartbeatIntervalMs,
-      config: await deps.agentConfig(hello.connections),
-    },
-  });
+  // The agent is registered before its configuration is read, so a session closed
+  // meanwhile is either in the welcome's revocation list or in a broadcast it receives.
+  // Broadcasts wait for the welcome: revocations are folded into it (the agent applies
+  // them before it reports ready), anything else follows it.
+  let welcomed = false;
+  const earlyRevoked: RevokedSession[] = [];
+  const early: ControlMessage[] = [];
+  /** Why this replica ended the link itself, e.g. a revoked token; its status is already sent. */
+  let endedBecause: string | null = null;
   const unregister = deps.registry.add({
     accountId: agent.id,
     agentId: hello.agentId,
@@ -135,15 +143,33 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     proxyUrl: hello.proxyUrl,
     connectedAt: deps.now(),
     send: (message) => {
-      if (!call.cancelled && call.writable) call.write(message);
+      if (!welcomed) {
+        if (message.revocation) earlyRevoked.push(...(message.revocation.sessions ?? []));
+        else early.push(message);
+      } else if (!call.cancelled && call.writable) {
+        call.write(message);
+      }
     },
     disconnect: (reason) => {
-      if (!call.cancelled) call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: reason });
+      if (call.cancelled || endedBecause !== null) return;
+      endedBecause = reason;
+      call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: reason });
     },
   });
-  log.info({ proxyUrl: hello.proxyUrl, connections: hello.connections }, "agent connected");
-  await deps.store.touchAgent(agent.id, deps.now());
   try {
+    const config = await deps.agentConfig(hello.connections);
+    if (call.cancelled || endedBecause !== null) return;
+    call.write({
+      welcome: {
+        controlPlaneId: deps.controlPlaneId,
+        heartbeatIntervalMs: deps.heartbeatIntervalMs,
+        config: { ...config, revoked: [...(config.revoked ?? []), ...earlyRevoked] },
+      },
+    });
+    welcomed = true;
+    for (const message of early) call.write(message);
+    log.info({ proxyUrl: hello.proxyUrl, connections: hello.connections }, "agent connected");
+    await deps.store.touchAgent(agent.id, deps.now());
     for (;;) {
       const next = await messages.next();
       if (next.done) break;
@@ -152,6 +178,11 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   } catch (error) {
     // The agent going away mid-stream is routine; it reconnects and resends.
     if (call.cancelled) return;
+    // Ending the stream on purpose surfaces here as the stream's own error; not a failure.
+    if (endedBecause !== null) {
+      log.info({ reason: endedBecause }, "agent link ended by the control plane");
+      return;
+    }
     throw error;
   } finally {
     unregister();
@@ -198,7 +229,8 @@ async function handleMessage(
       stopTimer();
       deps.metrics.eventsIngested.inc(result.appended);
       deps.metrics.eventDuplicates.inc(result.duplicates);
-      call.write({ ack: { upToSeq: batch.firstSeq + batch.events.length - 1 } });
+      // A link ended meanwhile (a revoked token) already carries its status; the agent resends.
+      if (call.writable) call.write({ ack: { upToSeq: batch.firstSeq + batch.events.length - 1 } });
       return;
     }
     case "heartbeat":

@@ -15,6 +15,7 @@ export class SessionFeed {
 
   /** Resolves at the next publish for the session, after `timeoutMs`, or on abort. */
   wait(sessionId: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -121,7 +121,10 @@ export class SessionService {
         revocation: { sessions: [{ sessionId: closed.id, expiresAtUnixMs: closed.expiresAt }] },
       });
     }
-    return this.seal(closed);
+    const sealed = await this.seal(closed);
+    // Live tails of the session see it is over now, not at their next re-read.
+    this.deps.feed.publish(id);
+    return sealed;
   }
 
   /** Events of a session in order, after `afterSeq`. */

@@ -113,9 +113,11 @@ export async function handleAnthropic(
     try {
       JSON.parse(body.toString("utf8"));
     } catch (error) {
+      // The parser's own message quotes the body, which may hold a secret: give the position only.
+      const at = /position (\d+)/.exec((error as Error).message)?.[1];
       const err = new GatehouseError(
         "GATE_INVALID_JSON",
-        `request body is not valid JSON (${(error as Error).message}); send the Messages API request as JSON`,
+        `request body is not valid JSON${at === undefined ? "" : ` (at position ${at})`}; send the Messages API request as JSON`,
       );
       return refuse(res, recorder, anthropicErrors, err, "OUTCOME_REFUSED");
     }

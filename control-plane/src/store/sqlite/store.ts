@@ -7,7 +7,7 @@
  * @see https://www.sqlite.org/wal.html
  * @see https://github.com/tursodatabase/libsql-js
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, open } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
@@ -160,6 +160,9 @@ export class SqliteStore implements Store {
     }
     let db: Connection | null = null;
     try {
+      // The store holds signing keys and records: a new file (and so its WAL, which
+      // SQLite gives the same mode) is readable by this user only.
+      await (await open(path, "a", 0o600)).close();
       db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
       prepareFile(db, path);
       return new SqliteStore(path, db);

@@ -1,0 +1,191 @@
+/**
+ * Commands that talk to a running control plane over REST: sessions, agents,
+ * and `exec`, which runs a tool through a session.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type ExchangeView, GatehouseClient, runWithSession, type SessionSummary } from "@gatehouse/sdk";
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export interface ClientFlags {
+  url?: string | undefined;
+  data: string;
+  json?: boolean | undefined;
+}
+
+/** Thrown for a command used wrongly; the message is shown with the usage. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/**
+ * The REST client: URL from --url, GATEHOUSE_URL or the `up` default; API key
+ * from GATEHOUSE_TOKEN, GATEHOUSE_ADMIN_TOKEN or the token `up` keeps in the data dir.
+ */
+export async function connect(flags: ClientFlags, env: Env): Promise<GatehouseClient> {
+  const url = flags.url ?? env.GATEHOUSE_URL ?? "http://127.0.0.1:7070";
+  let token = env.GATEHOUSE_TOKEN ?? env.GATEHOUSE_ADMIN_TOKEN;
+  if (!token) {
+    try {
+      token = (await readFile(join(flags.data, "admin-token"), "utf8")).trim();
+    } catch {
+      throw new UsageError(
+        `no API key: set GATEHOUSE_TOKEN (or GATEHOUSE_ADMIN_TOKEN), or run from where \`gatehouse up\` keeps ${join(flags.data, "admin-token")}`,
+      );
+    }
+  }
+  return new GatehouseClient({ url, token });
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+export async function sessionsList(
+  client: GatehouseClient,
+  flags: ClientFlags & { connection?: string; status?: string; limit?: string; cursor?: string },
+): Promise<void> {
+  const status = flags.status;
+  if (status !== undefined && status !== "open" && status !== "closed" && status !== "expired") {
+    throw new UsageError(`--status must be open, closed or expired, not '${status}'`);
+  }
+  const page = await client.listSessions({
+    ...(flags.connection ? { connection: flags.connection } : {}),
+    ...(status ? { status } : {}),
+    ...(flags.limit ? { limit: Number(flags.limit) } : {}),
+    ...(flags.cursor ? { cursor: flags.cursor } : {}),
+  });
+  if (flags.json) return out(JSON.stringify(page, null, 2));
+  const rows = page.items.map((s: SessionSummary) => [
+    s.id,
+    s.connection,
+    s.status,
+    s.subject.id,
+    s.createdAt,
+  ]);
+  out(table([["ID", "CONNECTION", "STATUS", "SUBJECT", "CREATED"], ...rows]));
+  if (page.nextCursor) out(`\nmore: gatehouse sessions list --cursor ${page.nextCursor}`);
+}
+
+/** The last user message of a Messages request, as text. */
+function promptOf(body: unknown): string | null {
+  const messages = (body as { messages?: Array<{ role: string; content: unknown }> } | null)?.messages;
+  const last = messages?.filter((m) => m.role === "user").at(-1);
+  if (!last) return null;
+  if (typeof last.content === "string") return last.content;
+  if (Array.isArray(last.content)) {
+    return last.content
+      .map((b: { type?: string; text?: string }) => (b.type === "text" ? b.text : `[${b.type}]`))
+      .join(" ");
+  }
+  return null;
+}
+
+/** What the model answered: text, and tool calls with their input. */
+function answerOf(exchange: ExchangeView): string | null {
+  const message = (exchange.response?.message ?? exchange.response?.body) as
+    | { content?: Array<{ type: string; text?: string; name?: string; input?: unknown }> }
+    | null
+    | undefined;
+  if (!Array.isArray(message?.content)) return null;
+  return message.content
+    .map((b) =>
+      b.type === "text"
+        ? b.text
+        : b.type === "tool_use"
+          ? `[tool ${b.name} ${JSON.stringify(b.input)}]`
+          : `[${b.type}]`,
+    )
+    .join(" ");
+}
+
+const preview = (text: string, max = 160) => {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+};
+
+export async function sessionsShow(client: GatehouseClient, id: string, flags: ClientFlags): Promise<void> {
+  const session = await client.getSession(id);
+  if (flags.json) return out(JSON.stringify(session, null, 2));
+  const lines = [
+    `Session     ${session.id}`,
+    `Connection  ${session.connection}`,
+    `Subject     ${session.subject.kind} ${session.subject.id}`,
+    `Status      ${session.status}${session.closedAt ? ` (closed ${session.closedAt})` : ""}`,
+    `Created     ${session.createdAt}, expires ${session.expiresAt}`,
+    `Sealed      ${session.seal ? `${session.seal.count} events, last hash ${session.seal.lastHash.slice(0, 16)}…` : "no"}`,
+    `Exchanges   ${session.exchanges.length}`,
+  ];
+  session.exchanges.forEach((x, i) => {
+    lines.push(
+      "",
+      `#${i + 1} ${x.startedAt} ${x.method} ${x.path} → ${x.status ?? "…"} ${x.outcome ?? "in progress"}`,
+    );
+    if (x.error) lines.push(`   error   ${x.error.code}: ${x.error.message}`);
+    const prompt = promptOf(x.request.body);
+    if (prompt) lines.push(`   prompt  ${preview(prompt)}`);
+    const answer = answerOf(x);
+    if (answer) lines.push(`   answer  ${preview(answer)}`);
+  });
+  out(lines.join("\n"));
+}
+
+export async function sessionsClose(client: GatehouseClient, id: string): Promise<void> {
+  const closed = await client.closeSession(id);
+  out(`session ${closed.id} ${closed.status}`);
+}
+
+export async function sessionsEvents(client: GatehouseClient, id: string, follow: boolean): Promise<void> {
+  const res = await client.events(id, { follow });
+  if (!res.body) return;
+  for await (const chunk of res.body) process.stdout.write(chunk);
+}
+
+export async function agentsCreate(client: GatehouseClient, name: string, flags: ClientFlags): Promise<void> {
+  const created = await client.createAgent(name);
+  if (flags.json) return out(JSON.stringify(created, null, 2));
+  out(`agent ${created.name} (${created.id}) created. Its token, shown only now:\n\n${created.token}\n`);
+  out("Put it in a file readable only by the agent and set controlPlane.tokenFile to that file.");
+}
+
+export async function exec(
+  client: GatehouseClient,
+  flags: { connection: string; ttl?: string | undefined; labels: string[] },
+  command: string[],
+  env: Env,
+): Promise<number> {
+  const [program, ...args] = command;
+  if (!program)
+    throw new UsageError(
+      "exec needs a command after --, e.g. gatehouse exec --connection claude -- claude -p hi",
+    );
+  const labels: Record<string, string> = {};
+  for (const label of flags.labels) {
+    const at = label.indexOf("=");
+    if (at <= 0) throw new UsageError(`--label takes key=value, not '${label}'`);
+    labels[label.slice(0, at)] = label.slice(at + 1);
+  }
+  const session = await client.openSession({
+    connection: flags.connection,
+    ...(flags.ttl ? { ttlSeconds: Number(flags.ttl) } : {}),
+    labels,
+  });
+  try {
+    return await runWithSession(session, program, args, { env });
+  } finally {
+    await client.closeSession(session.id);
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * The `gatehouse` command as users run it: `up` from a config file, `exec`
+ * running a tool (a script on the real Anthropic SDK, and the real Claude Code
+ * CLI) through a session, `sessions list|show` reading the records back, and
+ * the split deployment (`control-plane`, `agents create`, `agent`).
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { CliServer, gatehouse } from "../support/cli.js";
+import { type FakeAnthropic, startFakeAnthropic } from "../support/fake-anthropic.js";
+
+const REPO = fileURLToPath(new URL("../../../", import.meta.url));
+const CLAUDE = join(REPO, "node_modules/.bin/claude");
+
+/** A runner-side script: the real SDK, configured only by the environment `exec` sets. */
+const RUNNER_SCRIPT = `
+import Anthropic from "@anthropic-ai/sdk";
+const client = new Anthropic({ maxRetries: 0 });
+const message = await client.messages.create({
+  model: "claude-sonnet-4-6", max_tokens: 32, messages: [{ role: "user", content: "hello from exec" }],
+});
+console.log(message.content[0].text);
+console.log("real key visible:", Boolean(process.env.ANTHROPIC_API_KEY));
+process.exit(3);
+`;
+
+function configYaml(fake: FakeAnthropic, extra = ""): string {
+  return `connections:
+  - name: claude
+    type: anthropic
+    upstream: ${fake.url}
+    credential: { env: UPSTREAM_KEY }
+log:
+  level: warn
+${extra}`;
+}
+
+describe("gatehouse up, exec and sessions", () => {
+  let dir: string;
+  let fake: FakeAnthropic;
+  let server: CliServer;
+  let url: string;
+  const data = () => join(dir, "data");
+  const upArgs = () => [
+    "up",
+    "--config",
+    join(dir, "gatehouse.yaml"),
+    "--data",
+    data(),
+    "--http",
+    "127.0.0.1:0",
+    "--grpc",
+    "127.0.0.1:0",
+    "--proxy",
+    "127.0.0.1:0",
+  ];
+  const env = () => ({
+    UPSTREAM_KEY: fake.apiKey,
+    GATEHOUSE_ADMIN_TOKEN: undefined,
+    ANTHROPIC_API_KEY: "sk-ant-should-be-withheld",
+  });
+  const client = (args: string[]) =>
+    gatehouse(["--url", url, "--data", data(), ...args], { cwd: REPO, env: env() });
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "gatehouse-cli-"));
+    fake = await startFakeAnthropic();
+    await writeFile(join(dir, "gatehouse.yaml"), configYaml(fake));
+    server = CliServer.start(upArgs(), { cwd: dir, env: env() });
+    url = (await server.waitFor(/REST API\s+(\S+)/))[1] ?? "";
+    await server.waitFor(/Gatehouse is up/);
+  });
+  after(async () => {
+    await server.stop();
+    await fake.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("exec runs a tool through a session: it gets the proxy and a token, never the key", async () => {
+    const ran = await client([
+      "exec",
+      "--connection",
+      "claude",
+      "--label",
+      "run=42",
+      "--",
+      process.execPath,
+      "--input-type=module",
+      "-e",
+      RUNNER_SCRIPT,
+    ]);
+    assert.equal(ran.code, 3, `exec exits with the tool's status\n${ran.stderr}`);
+    assert.match(ran.stdout, /echo: hello from exec/);
+    assert.match(ran.stdout, /real key visible: false/);
+    const upstream = fake.requests.at(-1);
+    assert.equal(upstream?.headers["x-api-key"], fake.apiKey);
+
+    const list = await client(["sessions", "list", "--json"]);
+    const { items } = JSON.parse(list.stdout) as {
+      items: Array<{ id: string; status: string; labels: object }>;
+    };
+    assert.equal(items.length, 1);
+    assert.equal(items[0]?.status, "closed", "exec closes the session when the tool exits");
+    assert.deepEqual(items[0]?.labels, { run: "42" });
+
+    const show = await client(["sessions", "show", items[0]?.id ?? ""]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /POST \/v1\/messages → 200 completed/);
+    assert.match(show.stdout, /prompt {2}hello from exec/);
+    assert.match(show.stdout, /answer {2}echo: hello from exec/);
+    assert.match(show.stdout, /Sealed {6}\d+ events/);
+  });
+
+  test("the admin token and the store up created are readable by their owner only", async () => {
+    for (const file of ["admin-token", "gatehouse.db", "gatehouse.db-wal"]) {
+      assert.equal((await stat(join(data(), file))).mode & 0o777, 0o600, file);
+    }
+    assert.equal((await stat(data())).mode & 0o777, 0o700);
+  });
+
+  test("Claude Code runs through exec and its conversation is recorded", async () => {
+    const home = join(dir, "claude-home");
+    const ran = await gatehouse(
+      [
+        "exec",
+        "--connection",
+        "claude",
+        "--url",
+        url,
+        "--data",
+        data(),
+        "--",
+        CLAUDE,
+        "-p",
+        "say hello",
+        "--output-format",
+        "json",
+      ],
+      {
+        cwd: dir,
+        env: {
+          ...env(),
+          HOME: home,
+          CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+          DISABLE_AUTOUPDATER: "1",
+        },
+      },
+    );
+    assert.equal(ran.code, 0, ran.stderr);
+    const result = JSON.parse(ran.stdout) as { is_error: boolean; result: string };
+    assert.equal(result.is_error, false);
+    assert.match(result.result, /^echo: /);
+
+    const upstream = fake.requests.at(-1);
+    assert.match(upstream?.headers["user-agent"] ?? "", /claude-cli/);
+    assert.match(
+      upstream?.headers["anthropic-beta"] ?? "",
+      /claude-code-/,
+      "Claude Code's betas reach upstream",
+    );
+
+    const list = JSON.parse((await client(["sessions", "list", "--json", "--limit", "1"])).stdout) as {
+      items: Array<{ id: string }>;
+    };
+    const show = JSON.parse(
+      (await client(["sessions", "show", list.items[0]?.id ?? "", "--json"])).stdout,
+    ) as {
+      exchanges: Array<{ kind: string; outcome: string; request: { headers: Record<string, string> } }>;
+    };
+    const messages = show.exchanges.filter((x) => x.kind === "anthropic.messages");
+    assert.ok(messages.length >= 1);
+    assert.ok(messages.every((x) => x.outcome === "completed"));
+    assert.match(messages[0]?.request.headers["user-agent"] ?? "", /claude-cli/);
+  });
+
+  test("records survive a restart of up (SIGTERM stops it cleanly)", async () => {
+    const before = JSON.parse((await client(["sessions", "list", "--json"])).stdout) as { items: unknown[] };
+    assert.equal(await server.stop("SIGTERM"), 0);
+    server = CliServer.start(upArgs(), { cwd: dir, env: env() });
+    url = (await server.waitFor(/REST API\s+(\S+)/))[1] ?? "";
+    await server.waitFor(/Gatehouse is up/);
+    const after = JSON.parse((await client(["sessions", "list", "--json"])).stdout) as { items: unknown[] };
+    assert.deepEqual(after.items, before.items);
+  });
+});
+
+describe("split deployment: gatehouse control-plane, agents create, agent", () => {
+  let dir: string;
+  let fake: FakeAnthropic;
+  const servers: CliServer[] = [];
+  const adminToken = "gak_split_deployment_test_token";
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "gatehouse-split-"));
+    fake = await startFakeAnthropic();
+  });
+  after(async () => {
+    for (const s of servers.reverse()) await s.stop();
+    await fake.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("an agent created over REST links with its token file and serves sessions", async () => {
+    await writeFile(
+      join(dir, "cp.yaml"),
+      configYaml(fake, "http: { listen: 127.0.0.1:0 }\ngrpc: { listen: 127.0.0.1:0 }\n").replace(
+        "level: warn",
+        "level: info",
+      ),
+    );
+    const cp = CliServer.start(
+      ["control-plane", "--config", join(dir, "cp.yaml"), "--data", join(dir, "cp")],
+      {
+        env: { GATEHOUSE_ADMIN_TOKEN: adminToken },
+      },
+    );
+    servers.push(cp);
+    const [, rest, link] = await cp.waitFor(/"rest":"(http[^"]+)","agentLink":"([^"]+)"/);
+    const env = { GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_URL: rest };
+
+    const created = await gatehouse(["agents", "create", "edge-1", "--json"], { env });
+    assert.equal(created.code, 0, created.stderr);
+    const { token } = JSON.parse(created.stdout) as { token: string };
+    assert.match(token, /^gat_/);
+    await writeFile(join(dir, "agent-token"), token, { mode: 0o600 });
+    await writeFile(
+      join(dir, "agent.yaml"),
+      `controlPlane:\n  address: ${link}\n  tokenFile: ${join(dir, "agent-token")}\nproxy:\n  listen: 127.0.0.1:0\nlog:\n  level: info\n`,
+    );
+    const agent = CliServer.start(
+      ["agent", "--config", join(dir, "agent.yaml"), "--data", join(dir, "agent")],
+      {
+        env: { UPSTREAM_KEY: fake.apiKey },
+      },
+    );
+    servers.push(agent);
+    await agent.waitFor(/linked to the control plane/);
+
+    const ran = await gatehouse(
+      ["exec", "--connection", "claude", "--", process.execPath, "--input-type=module", "-e", RUNNER_SCRIPT],
+      { cwd: REPO, env },
+    );
+    assert.equal(ran.code, 3, ran.stderr);
+    assert.match(ran.stdout, /echo: hello from exec/);
+  });
+
+  test("config errors stop start-up with the key named", async () => {
+    await writeFile(
+      join(dir, "bad.yaml"),
+      "connections:\n  - name: claude\n    type: anthropic\n    upstrem: https://x\n",
+    );
+    const bad = await gatehouse([
+      "control-plane",
+      "--config",
+      join(dir, "bad.yaml"),
+      "--data",
+      join(dir, "bad"),
+    ]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /invalid configuration in .*bad\.yaml/);
+    assert.match(bad.stderr, /Unrecognized key: "upstrem"/);
+    assert.match(bad.stderr, /connections\[0\]/);
+
+    const missing = await gatehouse(["up", "--config", join(dir, "nope.yaml")]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read configuration file .*nope\.yaml: ENOENT/);
+  });
+});
