@@ -60,6 +60,7 @@ export interface ExchangeView {
     body?: unknown;
     message?: Record<string, unknown> | null;
     complete?: boolean;
+    streamError?: { type: string; message: string } | null;
   } | null;
 }
 
@@ -68,21 +69,21 @@ export interface SessionView extends SessionSummary {
   exchanges: ExchangeView[];
 }
 
-/** An agent account, as `GET /v1/agents` shows it. Times are milliseconds since the Unix epoch. */
+/** An agent account, as `GET /v1/agents` shows it. */
 export interface AgentAccount {
   id: string;
   name: string;
-  createdAt: number;
+  createdAt: string;
   /** When its token was revoked; null while it may link. */
-  revokedAt: number | null;
-  lastSeenAt: number | null;
+  revokedAt: string | null;
+  lastSeenAt: string | null;
   /** Links of this account to the control-plane replica that answered. */
   live: Array<{
     agentId: string;
     version: string;
     proxyUrl: string;
     connections: string[];
-    connectedAt: number;
+    connectedAt: string;
   }>;
 }
 
@@ -140,9 +141,7 @@ export class GatehouseClient {
     const qs = `?after=${options.after ?? 0}${options.follow ? "&follow=1" : ""}`;
     const init: RequestInit = { headers: this.headers() };
     if (options.signal) init.signal = options.signal;
-    const res = await this.fetch(`${this.base}/v1/sessions/${encodeURIComponent(id)}/events${qs}`, init);
-    if (!res.ok) throw await apiError(res);
-    return res;
+    return this.send(`/v1/sessions/${encodeURIComponent(id)}/events${qs}`, init);
   }
 
   createAgent(name: string): Promise<{ id: string; name: string; token: string }> {
@@ -162,16 +161,13 @@ export class GatehouseClient {
     return { authorization: `Bearer ${this.options.token}`, accept: "application/json" };
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const init: RequestInit = { method, headers: this.headers() };
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers = { ...this.headers(), "content-type": "application/json" };
-    }
+  /** Sends a request; failures to reach the API and error answers become GatehouseApiError. */
+  private async send(path: string, init: RequestInit): Promise<Response> {
     let res: Response;
     try {
       res = await this.fetch(`${this.base}${path}`, init);
     } catch (error) {
+      if (init.signal?.aborted) throw error;
       throw new GatehouseApiError(
         0,
         "GATE_UNREACHABLE",
@@ -179,6 +175,16 @@ export class GatehouseClient {
       );
     }
     if (!res.ok) throw await apiError(res);
+    return res;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const init: RequestInit = { method, headers: this.headers() };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { ...this.headers(), "content-type": "application/json" };
+    }
+    const res = await this.send(path, init);
     return (await res.json()) as T;
   }
 }

@@ -16,7 +16,7 @@ import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionFeed } from "../sessions/feed.js";
 import { type SessionService, sessionStatus } from "../sessions/service.js";
 import { sessionSummary, sessionView } from "../sessions/view.js";
-import type { StoredEvent } from "../store/types.js";
+import type { AgentRecord, StoredEvent } from "../store/types.js";
 import { requireRole } from "./auth.js";
 import { errorMiddleware } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
@@ -52,6 +52,20 @@ function recordId(id: string | undefined, what: "session" | "agent"): string {
     "GATE_NOT_FOUND",
     `no ${what} has that id; ${what} ids are UUIDs, as GET /v1/${what}s lists them`,
   );
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
+
+/** An agent account as the API shows it: no token hash, times as ISO 8601. */
+function agentJson(agent: Omit<AgentRecord, "tokenHash"> & { tokenHash?: string }) {
+  return {
+    id: agent.id,
+    name: agent.name,
+    createdAt: iso(agent.createdAt),
+    revokedAt: isoOrNull(agent.revokedAt),
+    lastSeenAt: isoOrNull(agent.lastSeenAt),
+  };
 }
 
 /** One NDJSON line of the raw event stream. */
@@ -154,11 +168,15 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { id: agent.id, name: agent.name, token };
   });
   router.get("/v1/agents", anyReader, async (ctx) => {
-    ctx.body = { items: await accounts.list() };
+    ctx.body = {
+      items: (await accounts.list()).map((a) => ({
+        ...agentJson(a),
+        live: a.live.map((l) => ({ ...l, connectedAt: iso(l.connectedAt) })),
+      })),
+    };
   });
   router.delete("/v1/agents/:id", admin, async (ctx) => {
-    const { tokenHash: _, ...agent } = await accounts.revoke(recordId(ctx.params.id, "agent"));
-    ctx.body = agent;
+    ctx.body = agentJson(await accounts.revoke(recordId(ctx.params.id, "agent")));
   });
 
   app.use(async (ctx: Context, next) => {
