@@ -14,10 +14,15 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { Spool, type SpoolOptions, type SpoolRecord } from "@gatehouse/agent/spool/spool.js";
+import { Spool, type SpoolOptions, SpoolRecord } from "@gatehouse/agent/spool/spool.js";
 import { type SessionEvent, sessionEventCodec } from "@gatehouse/proto";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import fc from "fast-check";
+
+/** Most tests check the persisted ack position right after ack() resolves, so they persist at once. */
+function openSpool(options: SpoolOptions): Promise<Spool> {
+  return Spool.open({ ackPersistIntervalMs: 0, ...options });
+}
 
 const HEADER_BYTES = 16;
 
@@ -88,7 +93,7 @@ async function appendAll(spool: Spool, first: number, last: number, bodyBytes?: 
 describe("Spool", () => {
   test("reads records in append order with their content, and never returns acknowledged ones", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir });
+      const spool = await openSpool({ dir });
       const written: number[] = [];
       spool.on("written", (seq) => written.push(seq));
       const seqs = await appendAll(spool, 1, 100);
@@ -128,7 +133,7 @@ describe("Spool", () => {
 
   test("appends made while a write is in flight are written after it, in order", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir });
+      const spool = await openSpool({ dir });
       let next = 11;
       spool.on("written", () => {
         if (next > 60) return;
@@ -143,12 +148,12 @@ describe("Spool", () => {
 
   test("reopening after close returns exactly the unacknowledged records, and seqs continue without a gap", async () => {
     await withDir(async (dir) => {
-      const first = await Spool.open({ dir });
+      const first = await openSpool({ dir });
       await appendAll(first, 1, 50);
       await first.ack(20);
       await first.close();
 
-      const second = await Spool.open({ dir });
+      const second = await openSpool({ dir });
       assert.equal(second.recovery.state, "ok");
       assert.equal(second.recovery.pendingRecords, 30);
       assert.equal(second.recovery.truncated, null);
@@ -158,7 +163,7 @@ describe("Spool", () => {
       assert.equal(second.append(event(51)), 51);
       await second.close();
 
-      const third = await Spool.open({ dir });
+      const third = await openSpool({ dir });
       assert.deepEqual(
         (await drain(third)).map((r) => r.seq),
         idRange(21, 51).map((_, k) => 21 + k),
@@ -169,7 +174,7 @@ describe("Spool", () => {
 
   test("an ack beyond the written records is clamped, so records appended later are kept", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir });
+      const spool = await openSpool({ dir });
       await appendAll(spool, 1, 5);
       await spool.ack(1000);
       assert.equal(spool.ackedSeq, 5);
@@ -179,7 +184,7 @@ describe("Spool", () => {
       assert.deepEqual(ids(await drain(spool)), idRange(6, 10));
       await spool.close();
 
-      const reopened = await Spool.open({ dir });
+      const reopened = await openSpool({ dir });
       assert.deepEqual(ids(await drain(reopened)), idRange(6, 10));
       await reopened.close();
     });
@@ -187,7 +192,7 @@ describe("Spool", () => {
 
   test("close while writes are in flight writes everything first; appends after close are refused", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir, fsyncIntervalMs: 0 });
+      const spool = await openSpool({ dir, fsyncIntervalMs: 0 });
       for (let i = 1; i <= 1000; i++) spool.append(event(i));
       const closing = spool.close();
       assert.throws(
@@ -197,7 +202,7 @@ describe("Spool", () => {
       await closing;
       await spool.ack(1000); // after close: ignored, not an error
 
-      const reopened = await Spool.open({ dir });
+      const reopened = await openSpool({ dir });
       assert.equal(reopened.ackedSeq, 0);
       assert.deepEqual(ids(await drain(reopened)), idRange(1, 1000));
       await reopened.close();
@@ -206,14 +211,14 @@ describe("Spool", () => {
 
   test("an empty or missing directory opens as an empty spool; bad options are refused by name", async () => {
     await withDir(async (dir) => {
-      await assert.rejects(Spool.open({ dir, segmentBytes: 0 }), (error: unknown) => {
+      await assert.rejects(openSpool({ dir, segmentBytes: 0 }), (error: unknown) => {
         assert.ok(error instanceof GatehouseError);
         assert.equal(error.code, "GATE_CONFIG_INVALID");
         assert.match(error.message, /segmentBytes/);
         return true;
       });
       for (const path of [dir, join(dir, "not", "yet", "there")]) {
-        const spool = await Spool.open({ dir: path });
+        const spool = await openSpool({ dir: path });
         assert.equal(spool.recovery.state, "missing");
         assert.equal(spool.pending, 0);
         assert.deepEqual(await spool.read(0, 10, 1 << 20), []);
@@ -226,7 +231,7 @@ describe("Spool", () => {
 
   test("a record torn in half at the tail is cut off; earlier records survive and its seq is never reused", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir });
+      const spool = await openSpool({ dir });
       await appendAll(spool, 1, 10);
       await spool.close();
       const [segment] = await segmentFiles(dir);
@@ -235,7 +240,7 @@ describe("Spool", () => {
       const size = (await stat(path)).size;
       await truncate(path, size - 7);
 
-      const reopened = await Spool.open({ dir });
+      const reopened = await openSpool({ dir });
       assert.deepEqual(reopened.recovery.truncated, {
         file: path,
         offset: size - frameBytes(event(10)),
@@ -247,7 +252,7 @@ describe("Spool", () => {
       assert.equal(reopened.append(event(11)), 11);
       await reopened.close();
 
-      const again = await Spool.open({ dir });
+      const again = await openSpool({ dir });
       assert.equal(again.recovery.truncated, null);
       assert.deepEqual(
         (await drain(again)).map((r) => r.seq),
@@ -259,7 +264,7 @@ describe("Spool", () => {
 
   test("garbage after the last record is cut off and every record survives", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir });
+      const spool = await openSpool({ dir });
       await appendAll(spool, 1, 10);
       await spool.close();
       const [segment] = await segmentFiles(dir);
@@ -268,7 +273,7 @@ describe("Spool", () => {
       const size = (await stat(path)).size;
       await appendFile(path, Buffer.from("\x08\x00\x00\x00this is not a spool record, it is noise"));
 
-      const reopened = await Spool.open({ dir });
+      const reopened = await openSpool({ dir });
       assert.equal(reopened.recovery.truncated?.offset, size);
       assert.equal(reopened.recovery.truncated?.reason, "checksum mismatch");
       assert.equal((await stat(path)).size, size);
@@ -280,7 +285,7 @@ describe("Spool", () => {
   test("corruption inside an older segment fails open, naming the file and offset, instead of skipping records", async () => {
     await withDir(async (dir) => {
       const frame = frameBytes(event(1));
-      const spool = await Spool.open({ dir, segmentBytes: 4 * frame });
+      const spool = await openSpool({ dir, segmentBytes: 4 * frame });
       await appendAll(spool, 1, 12);
       await spool.close();
       const path = join(dir, segName(1));
@@ -289,7 +294,7 @@ describe("Spool", () => {
       bytes[target] = (bytes[target] ?? 0) ^ 0xff;
       await writeFile(path, bytes);
 
-      await assert.rejects(Spool.open({ dir }), (error: unknown) => {
+      await assert.rejects(openSpool({ dir }), (error: unknown) => {
         assert.ok(error instanceof GatehouseError);
         assert.equal(error.code, "GATE_INTERNAL");
         assert.match(
@@ -304,7 +309,7 @@ describe("Spool", () => {
   test("segments roll at segmentBytes and are deleted once every record in them is acknowledged", async () => {
     await withDir(async (dir) => {
       const frame = frameBytes(event(1));
-      const spool = await Spool.open({ dir, segmentBytes: 4 * frame });
+      const spool = await openSpool({ dir, segmentBytes: 4 * frame });
       await appendAll(spool, 1, 18);
       assert.deepEqual(await segmentFiles(dir), [1, 5, 9, 13, 17].map(segName));
       assert.ok((await stat(join(dir, segName(1)))).size === 4 * frame);
@@ -320,7 +325,7 @@ describe("Spool", () => {
       await spool.close();
       assert.deepEqual(await segmentFiles(dir), []);
 
-      const reopened = await Spool.open({ dir, segmentBytes: 4 * frame });
+      const reopened = await openSpool({ dir, segmentBytes: 4 * frame });
       assert.deepEqual(await drain(reopened), []);
       assert.equal(reopened.append(event(19)), 19);
       await reopened.close();
@@ -331,7 +336,7 @@ describe("Spool", () => {
   test("segments the persisted ack covers are deleted at open (crash between ack and delete)", async () => {
     await withDir(async (dir) => {
       const frame = frameBytes(event(1));
-      const spool = await Spool.open({ dir, segmentBytes: 4 * frame });
+      const spool = await openSpool({ dir, segmentBytes: 4 * frame });
       await appendAll(spool, 1, 12);
       const saved = join(dir, "saved");
       await mkdir(saved);
@@ -341,7 +346,7 @@ describe("Spool", () => {
       for (const name of await readdir(saved)) await copyFile(join(saved, name), join(dir, name));
       assert.deepEqual(await segmentFiles(dir), [1, 5, 9].map(segName));
 
-      const reopened = await Spool.open({ dir, segmentBytes: 4 * frame });
+      const reopened = await openSpool({ dir, segmentBytes: 4 * frame });
       assert.deepEqual(reopened.recovery.deletedSegments, [1, 5].map(segName));
       assert.deepEqual(await segmentFiles(dir), [segName(9)]);
       assert.equal(reopened.pending, 3);
@@ -353,7 +358,7 @@ describe("Spool", () => {
   test("beyond memoryBytes, records are read back from the segment files", async () => {
     await withDir(async (dir) => {
       const memoryBytes = 4 * frameBytes(event(1));
-      const spool = await Spool.open({ dir, memoryBytes, segmentBytes: 64 * 1024 });
+      const spool = await openSpool({ dir, memoryBytes, segmentBytes: 64 * 1024 });
       await appendAll(spool, 1, 300);
       assert.ok(spool.cachedBytes <= memoryBytes, `${spool.cachedBytes} bytes cached`);
       assert.deepEqual(ids(await drain(spool, 0, 7)), idRange(1, 300));
@@ -366,7 +371,7 @@ describe("Spool", () => {
 
   test("random reads inside a segment of over a MiB start at the right record", async () => {
     await withDir(async (dir) => {
-      const spool = await Spool.open({ dir, memoryBytes: 0 });
+      const spool = await openSpool({ dir, memoryBytes: 0 });
       await appendAll(spool, 1, 1500, 1000);
       // Backwards, so every read has to find its start from the index rather than the previous read.
       for (let from = 1500; from >= 1; from--) {
@@ -378,14 +383,46 @@ describe("Spool", () => {
     });
   });
 
+  test("acks are persisted within ackPersistIntervalMs; a crash before that only means resending acknowledged records", async () => {
+    await withDir(async (dir) => {
+      const spool = await Spool.open({ dir, ackPersistIntervalMs: 50 });
+      await appendAll(spool, 1, 30);
+      const persisted = spool.ack(20);
+      assert.equal(spool.ackedSeq, 20, "the position moves at once in memory");
+      assert.equal(spool.pending, 10);
+      // Crash before the deferred write: the next run resends 1..30, which the control plane dedupes.
+      const early = await Spool.open({ dir, ackPersistIntervalMs: 0 });
+      assert.deepEqual(ids(await drain(early)), idRange(1, 30));
+      await early.close();
+      await persisted;
+      const later = await Spool.open({ dir, ackPersistIntervalMs: 0 });
+      assert.deepEqual(ids(await drain(later)), idRange(21, 30));
+      await later.close();
+      await spool.close();
+    });
+  });
+
+  test("close() persists an ack still waiting for its interval, and the ack's promise settles", async () => {
+    await withDir(async (dir) => {
+      const spool = await Spool.open({ dir, ackPersistIntervalMs: 60_000 });
+      await appendAll(spool, 1, 10);
+      const persisted = spool.ack(7);
+      await spool.close();
+      await persisted;
+      const reopened = await Spool.open({ dir });
+      assert.deepEqual(ids(await drain(reopened)), idRange(8, 10));
+      await reopened.close();
+    });
+  });
+
   test("after a crash (no close) a new Spool finds every flushed record and continues above every seq used", async () => {
     await withDir(async (dir) => {
-      const crashed = await Spool.open({ dir, segmentBytes: 256 * 1024 });
+      const crashed = await openSpool({ dir, segmentBytes: 256 * 1024 });
       await appendAll(crashed, 1, 2000);
       await crashed.ack(100);
 
       // Like a restart after kill -9: the first instance never closes its files.
-      const restarted = await Spool.open({ dir, segmentBytes: 256 * 1024 });
+      const restarted = await openSpool({ dir, segmentBytes: 256 * 1024 });
       assert.equal(restarted.recovery.truncated, null);
       assert.equal(restarted.ackedSeq, 100);
       assert.equal(restarted.recovery.pendingRecords, 1900);
@@ -403,7 +440,7 @@ describe("Spool", () => {
 
   test("records lost in a power failure after they could be read never have their seqs reused", async () => {
     await withDir(async (dir) => {
-      const crashed = await Spool.open({ dir });
+      const crashed = await openSpool({ dir });
       await appendAll(crashed, 1, 100);
       assert.equal((await drain(crashed)).length, 100); // the sender may have sent all of them
       await crashed.ack(10);
@@ -411,7 +448,7 @@ describe("Spool", () => {
       const path = join(dir, segName(1));
       await truncate(path, Math.floor((await stat(path)).size / 2) + 3);
 
-      const restarted = await Spool.open({ dir });
+      const restarted = await openSpool({ dir });
       assert.ok(restarted.recovery.truncated !== null);
       const survivors = await drain(restarted);
       assert.ok(survivors.length < 100);
@@ -427,7 +464,7 @@ describe("Spool", () => {
     await withDir(async (dir) => {
       const big = 1024 * 1024;
       const options: SpoolOptions = { dir, segmentBytes: 256 * 1024 };
-      const spool = await Spool.open(options);
+      const spool = await openSpool(options);
       spool.append(event(1, big));
       spool.append(event(2, 10));
       spool.append(event(3, big));
@@ -439,7 +476,7 @@ describe("Spool", () => {
       assert.deepEqual(fromMemory[0]?.event.responseBody?.data, event(1, big).responseBody?.data);
       await spool.close();
 
-      const reopened = await Spool.open(options);
+      const reopened = await openSpool(options);
       const fromDisk = await drain(reopened, 0, 10, 1);
       assert.deepEqual(
         fromDisk.map((r) => r.event.responseBody?.data.length),
@@ -458,7 +495,7 @@ describe("Spool", () => {
         fc.uint8Array({ maxLength: 64 }),
         async (bodySizes, cutAt, noise) => {
           await withDir(async (dir) => {
-            const spool = await Spool.open({ dir });
+            const spool = await openSpool({ dir });
             const ends: number[] = [];
             let size = 0;
             for (const [k, bytes] of bodySizes.entries()) {
@@ -472,7 +509,7 @@ describe("Spool", () => {
             await truncate(path, cut);
             await appendFile(path, noise);
 
-            const reopened = await Spool.open({ dir });
+            const reopened = await openSpool({ dir });
             const kept = ends.filter((end) => end <= cut).length;
             assert.deepEqual(ids(await drain(reopened)), idRange(1, kept));
             const tailBytes = cut - (ends[kept - 1] ?? 0) + noise.length;
@@ -508,7 +545,7 @@ describe("Spool", () => {
           await withDir(async (dir) => {
             const options: SpoolOptions = { dir, segmentBytes: 8 * 1024, memoryBytes };
             const abandoned: Spool[] = [];
-            let spool = await Spool.open(options);
+            let spool = await openSpool(options);
             let expected: SpoolRecord[] = [];
             let highestSeq = 0;
             let n = 0;
@@ -520,7 +557,7 @@ describe("Spool", () => {
                     const seq = spool.append(e);
                     assert.ok(seq > highestSeq, `seq ${seq} after ${highestSeq}`);
                     highestSeq = seq;
-                    expected.push({ seq, event: sessionEventCodec.decode(sessionEventCodec.encode(e)) });
+                    expected.push(new SpoolRecord(seq, sessionEventCodec.encode(e)));
                   }
                 } else if (s.kind === "ack") {
                   await spool.flushed();
@@ -534,7 +571,7 @@ describe("Spool", () => {
                   } else {
                     await spool.close();
                   }
-                  spool = await Spool.open(options);
+                  spool = await openSpool(options);
                 }
                 assert.equal(spool.pending, expected.length);
               }
@@ -544,7 +581,10 @@ describe("Spool", () => {
                 got.map((r) => r.seq),
                 expected.map((r) => r.seq),
               );
-              assert.deepEqual(got, expected);
+              assert.deepEqual(
+                got.map((r) => [r.seq, r.event]),
+                expected.map((r) => [r.seq, r.event]),
+              );
             } finally {
               await spool.close();
               for (const old of abandoned) await old.close();

@@ -24,7 +24,6 @@ import type {
   AgentLinkClient as GrpcAgentLinkClient,
   Hello,
   RevokedSession__Output,
-  SessionEvent__Output,
 } from "@gatehouse/proto";
 import { loadAgentLink } from "@gatehouse/proto";
 import * as grpc from "@grpc/grpc-js";
@@ -37,11 +36,12 @@ export interface LinkSpool {
   readonly ackedSeq: number;
   readonly lastWrittenSeq: number;
   readonly pending: number;
+  /** Records from `fromSeq` on, each an encoded SessionEvent. */
   read(
     fromSeq: number,
     maxRecords: number,
     maxBytes: number,
-  ): Promise<Array<{ seq: number; event: SessionEvent__Output }>>;
+  ): Promise<Array<{ seq: number; payload: Uint8Array }>>;
   ack(upToSeq: number): Promise<void>;
   /** `written` is emitted whenever more records can be read. */
   on(event: "written", listener: (lastWrittenSeq: number) => void): unknown;
@@ -293,7 +293,7 @@ export class AgentLinkClient {
       let count = 1;
       while (count < read.length && read[count]?.seq === first + count) count += 1;
       const last = first + count - 1;
-      call?.write({ events: { firstSeq: first, events: read.slice(0, count).map((r) => r.event) } });
+      call?.write({ events: { firstSeq: first, events: read.slice(0, count).map((r) => r.payload) } });
       this.inFlight.push(last);
       this.nextSeq = last + 1;
     }

@@ -3,8 +3,9 @@
  * and hands them to the spool. Bodies are cut into bounded chunks so no event
  * outgrows a link message or a store document.
  */
+
+import { randomUUID } from "node:crypto";
 import type { Header, Outcome, SessionEvent } from "@gatehouse/proto";
-import { v7 as uuidv7 } from "uuid";
 
 /** Largest body slice in one event. */
 export const MAX_CHUNK_BYTES = 256 * 1024;
@@ -26,7 +27,7 @@ export function nowMicros(): number {
 }
 
 export class ExchangeRecorder {
-  readonly exchangeId = uuidv7();
+  readonly exchangeId = randomUUID();
   private index = 0;
   private requestBytes = 0;
   private responseBytes = 0;

@@ -4,13 +4,7 @@
  * acknowledged only once they are durable in the store.
  */
 import { readFile } from "node:fs/promises";
-import type {
-  AgentConfig,
-  AgentMessage__Output,
-  ControlMessage,
-  Hello__Output,
-  RevokedSession,
-} from "@gatehouse/proto";
+import type { AgentConfig, AgentMessage__Output, ControlMessage, RevokedSession } from "@gatehouse/proto";
 import { loadAgentLink } from "@gatehouse/proto";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import * as grpc from "@grpc/grpc-js";
@@ -19,8 +13,12 @@ import type { AgentRegistry } from "../agents/registry.js";
 import { hashToken } from "../identity/tokens.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionService } from "../sessions/service.js";
-import type { AgentRecord, Store } from "../store/types.js";
-import { toNewEvent } from "./events.js";
+import type { AgentRecord, NewEvent, Store } from "../store/types.js";
+import { decodeEvent } from "./events.js";
+import { Inbox } from "./inbox.js";
+
+/** Messages an agent link buffers before the stream is paused; with the agent's window of 8 batches in flight, rarely reached. */
+const INBOX_HIGH_WATER = 32;
 
 export interface AgentLinkDeps {
   store: Pick<Store, "findAgentByTokenHash" | "touchAgent">;
@@ -121,8 +119,17 @@ async function authenticate(deps: AgentLinkDeps, metadata: grpc.Metadata): Promi
 
 async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   const agent = await authenticate(deps, call.metadata);
-  const messages = call[Symbol.asyncIterator]() as AsyncIterator<AgentMessage__Output>;
-  const hello = await firstHello(messages, deps.helloTimeoutMs);
+  const inbox = new Inbox<AgentMessage__Output>(call, INBOX_HIGH_WATER);
+  const [first, ...carried] =
+    (await inbox.take(INBOX_HIGH_WATER, {
+      ms: deps.helloTimeoutMs,
+      error: () =>
+        new GatehouseError("GATE_INVALID_REQUEST", `no hello within ${deps.helloTimeoutMs} ms of connecting`),
+    })) ?? [];
+  const hello = first?.msg === "hello" ? first.hello : null;
+  if (!hello) {
+    throw new GatehouseError("GATE_INVALID_REQUEST", "the first message on an agent link must be hello");
+  }
   const log = deps.logger.child({ agentId: hello.agentId, agent: agent.name });
 
   // The agent is registered before its configuration is read, so a session closed
@@ -170,10 +177,8 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     for (const message of early) call.write(message);
     log.info({ proxyUrl: hello.proxyUrl, connections: hello.connections }, "agent connected");
     await deps.store.touchAgent(agent.id, deps.now());
-    for (;;) {
-      const next = await messages.next();
-      if (next.done) break;
-      await handleMessage(deps, call, agent, next.value);
+    for (let group: AgentMessage__Output[] | null = carried; group !== null; group = await inbox.take()) {
+      await handleMessages(deps, call, agent, group);
     }
   } catch (error) {
     // The agent going away mid-stream is routine; it reconnects and resends.
@@ -188,58 +193,49 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     unregister();
     log.info("agent disconnected");
   }
-  call.end();
+  if (!call.cancelled) call.end();
 }
 
-async function firstHello(
-  messages: AsyncIterator<AgentMessage__Output>,
-  timeoutMs: number,
-): Promise<Hello__Output> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(new GatehouseError("GATE_INVALID_REQUEST", `no hello within ${timeoutMs} ms of connecting`)),
-      timeoutMs,
-    );
-  });
-  try {
-    const first = await Promise.race([messages.next(), timeout]);
-    if (first.done || first.value.msg !== "hello" || !first.value.hello) {
-      throw new GatehouseError("GATE_INVALID_REQUEST", "the first message on an agent link must be hello");
-    }
-    return first.value.hello;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function handleMessage(
+/**
+ * Handles the messages that arrived together: all their event batches are
+ * stored in one transaction, then acknowledged up to the last one.
+ */
+async function handleMessages(
   deps: AgentLinkDeps,
   call: LinkCall,
   agent: AgentRecord,
-  message: AgentMessage__Output,
+  messages: AgentMessage__Output[],
 ): Promise<void> {
-  switch (message.msg) {
-    case "events": {
-      const batch = message.events;
-      if (!batch || batch.events.length === 0) return;
-      const stopTimer = deps.metrics.ingestSeconds.startTimer();
-      const result = await deps.sessions.ingest(batch.events.map(toNewEvent));
-      stopTimer();
-      deps.metrics.eventsIngested.inc(result.appended);
-      deps.metrics.eventDuplicates.inc(result.duplicates);
-      // A link ended meanwhile (a revoked token) already carries its status; the agent resends.
-      if (call.writable) call.write({ ack: { upToSeq: batch.firstSeq + batch.events.length - 1 } });
-      return;
+  const events: NewEvent[] = [];
+  let ackUpTo = -1;
+  let heartbeat = false;
+  for (const message of messages) {
+    switch (message.msg) {
+      case "events": {
+        const batch = message.events;
+        if (!batch || batch.events.length === 0) break;
+        for (const bytes of batch.events) events.push(decodeEvent(bytes));
+        ackUpTo = batch.firstSeq + batch.events.length - 1;
+        break;
+      }
+      case "heartbeat":
+        heartbeat = true;
+        break;
+      case "hello":
+        throw new GatehouseError("GATE_INVALID_REQUEST", "hello may be sent only once per link");
+      default:
+        // A newer agent may send messages this control plane does not know; ignoring them is safe.
+        break;
     }
-    case "heartbeat":
-      await deps.store.touchAgent(agent.id, deps.now());
-      return;
-    case "hello":
-      throw new GatehouseError("GATE_INVALID_REQUEST", "hello may be sent only once per link");
-    default:
-      // A newer agent may send messages this control plane does not know; ignoring them is safe.
-      return;
   }
+  if (events.length > 0) {
+    const stopTimer = deps.metrics.ingestSeconds.startTimer();
+    const result = await deps.sessions.ingest(events);
+    stopTimer();
+    deps.metrics.eventsIngested.inc(result.appended);
+    deps.metrics.eventDuplicates.inc(result.duplicates);
+    // A link ended meanwhile (a revoked token) already carries its status; the agent resends.
+    if (call.writable) call.write({ ack: { upToSeq: ackUpTo } });
+  }
+  if (heartbeat) await deps.store.touchAgent(agent.id, deps.now());
 }

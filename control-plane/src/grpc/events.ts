@@ -1,5 +1,5 @@
 /** Translation of AgentLink session events into the store's event records. */
-import type { SessionEvent__Output } from "@gatehouse/proto";
+import { type SessionEvent__Output, sessionEventCodec } from "@gatehouse/proto";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import type { NewEvent } from "../store/types.js";
 
@@ -78,4 +78,17 @@ export function toNewEvent(e: SessionEvent__Output): NewEvent {
     "GATE_INVALID_REQUEST",
     `session event ${e.id} has no payload this control plane understands`,
   );
+}
+
+/** An encoded SessionEvent from an EventBatch, as a store event record. */
+export function decodeEvent(bytes: Uint8Array): NewEvent {
+  let event: SessionEvent__Output;
+  try {
+    event = sessionEventCodec.decode(bytes);
+  } catch (cause) {
+    throw new GatehouseError("GATE_INVALID_REQUEST", "an event in the batch is not an encoded SessionEvent", {
+      cause,
+    });
+  }
+  return toNewEvent(event);
 }
