@@ -24,8 +24,8 @@ export const proxyConfigSchema = z.strictObject({
     .int()
     .min(1024)
     .default(16 * 1024 * 1024),
-  /** How long to wait for upstream response headers. */
-  upstreamHeadersTimeoutSeconds: z.int().min(1).default(600),
+  /** How long upstream may stay silent: before its response headers, or between body chunks. */
+  upstreamIdleTimeoutSeconds: z.int().min(1).default(600),
 });
 
 export const agentConfigSchema = z.strictObject({

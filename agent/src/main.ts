@@ -4,18 +4,20 @@
  * entry (cli/) reads the environment and configuration and passes them in.
  */
 import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Connection__Output } from "@gatehouse/proto";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { Agent as UndiciAgent } from "undici";
 import type { AgentConfig } from "./config.js";
 import { Credentials, EnvCredentialSource } from "./credentials/source.js";
 import { AgentLinkClient, type LinkTls } from "./link/link.js";
 import { createAgentMetrics } from "./metrics.js";
+import type { FinishedExchange } from "./proxy/recorder.js";
 import { createProxyServer } from "./proxy/server.js";
+import { UpstreamPool } from "./proxy/upstream.js";
 import { Spool } from "./spool/spool.js";
 import { TokenVerifier } from "./tokens/verifier.js";
 
@@ -44,6 +46,8 @@ export interface RunningAgent {
   link: AgentLinkClient;
   spool: Spool;
   verifier: TokenVerifier;
+  /** `finished` for every exchange once its last event is in the spool. */
+  exchanges: EventEmitter<{ finished: [FinishedExchange] }>;
   /** Stops accepting requests, lets running ones finish (up to `graceMs`), then closes the link and spool. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -103,17 +107,26 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   let connections: ReadonlyMap<string, Connection__Output> | null = null;
   /** Why the control plane refused this agent, while it does. */
   let refused: string | null = null;
-  const dispatcher = new UndiciAgent({ keepAliveTimeout: 30_000, connect: { timeout: 10_000 } });
+  const upstreams = new UpstreamPool();
   let link: AgentLinkClient | null = null;
   const metrics = createAgentMetrics(deps.registry, {
     spoolPending: () => spool.pending,
     linkReady: () => link?.state === "ready",
   });
+  const exchanges = new EventEmitter<{ finished: [FinishedExchange] }>();
   const server = createProxyServer({
     verifier,
     credentials: new Credentials(new EnvCredentialSource(deps.env)),
     spool,
-    dispatcher,
+    onExchangeFinished: (exchange) => {
+      metrics.exchanges.inc({
+        connection: exchange.connection,
+        kind: exchange.kind,
+        outcome: String(exchange.outcome).replace("OUTCOME_", "").toLowerCase(),
+      });
+      exchanges.emit("finished", exchange);
+    },
+    upstreams,
     limits: config.proxy,
     logger: deps.log("agent.proxy"),
     connections: () => connections,
@@ -172,6 +185,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     link: running,
     spool,
     verifier,
+    exchanges,
     stop(graceMs = 10_000) {
       stopping ??= (async () => {
         const deadline = Date.now() + graceMs;
@@ -184,7 +198,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         await within(running.whenDrained(), deadline - Date.now());
         await running.stop();
         await spool.close();
-        await dispatcher.close();
+        upstreams.close();
       })();
       return stopping;
     },

@@ -1,5 +1,5 @@
 /** The agent's Prometheus metrics, registered on the registry the process entry passes in. */
-import { Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 export type AgentMetrics = ReturnType<typeof createAgentMetrics>;
 
@@ -14,6 +14,12 @@ export function createAgentMetrics(
       help: "Time from a client request to the end of its response, by status.",
       labelNames: ["status"] as const,
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    }),
+    exchanges: new Counter({
+      name: "gatehouse_agent_exchanges_total",
+      help: "Recorded exchanges by connection, kind and how they ended (completed, cancelled, failed, refused).",
+      labelNames: ["connection", "kind", "outcome"] as const,
       registers,
     }),
     spoolPending: new Gauge({

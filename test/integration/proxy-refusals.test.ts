@@ -242,6 +242,7 @@ describe("agent refusals and failures", () => {
     });
     const session = await gh.openSession();
     const next = gh.fake.nextRequest();
+    const finished = gh.exchangeFinished(session.id);
     const stream = gh.anthropic(session).messages.stream(request);
     const aborted = stream.done().catch((error: unknown) => error);
     const upstream = await next;
@@ -249,6 +250,7 @@ describe("agent refusals and failures", () => {
     stream.abort();
     assert.ok((await aborted) instanceof Anthropic.APIUserAbortError);
     await upstream.ended;
+    assert.equal((await finished).outcome, "OUTCOME_CANCELLED");
     gh.fake.reply(null);
     assert.equal(upstream.closedEarly, true, "the agent aborted the upstream request");
     const [exchange] = (await gh.record(session.id)).exchanges;

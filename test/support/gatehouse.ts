@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import Anthropic from "@anthropic-ai/sdk";
 import { agentConfigSchema, type RunningAgent, startAgent } from "@gatehouse/agent";
+import type { FinishedExchange } from "@gatehouse/agent/proxy/recorder.js";
 import {
   controlPlaneConfigSchema,
   type RunningControlPlane,
@@ -235,6 +236,18 @@ export class TestGatehouse {
       baseURL: session.proxyUrl,
       ...(options.useApiKey ? { apiKey: session.token } : { apiKey: null, authToken: session.token }),
       maxRetries: 0,
+    });
+  }
+
+  /** Resolves when the agent has recorded the end of an exchange of `sessionId` (call before causing it). */
+  exchangeFinished(sessionId: string): Promise<FinishedExchange> {
+    return new Promise((resolve) => {
+      const listener = (exchange: FinishedExchange) => {
+        if (exchange.sessionId !== sessionId) return;
+        this.agent.exchanges.off("finished", listener);
+        resolve(exchange);
+      };
+      this.agent.exchanges.on("finished", listener);
     });
   }
 

@@ -238,20 +238,19 @@ export class AgentLinkClient {
         if (message.revocation) this.opts.onRevocation(message.revocation.sessions);
         return;
       case "ack":
-        if (message.ack) void this.acknowledged(message.ack.upToSeq);
+        if (message.ack) this.acknowledged(message.ack.upToSeq);
         return;
       default:
         return;
     }
   }
 
-  private async acknowledged(upToSeq: number): Promise<void> {
+  private acknowledged(upToSeq: number): void {
     while (this.inFlight.length > 0 && (this.inFlight[0] ?? 0) <= upToSeq) this.inFlight.shift();
-    try {
-      await this.opts.spool.ack(upToSeq);
-    } catch (error) {
+    // The spool takes the acknowledgement at once and persists it later; sending goes on meanwhile.
+    this.opts.spool.ack(upToSeq).catch((error: unknown) => {
       this.opts.logger.error({ err: error }, "could not record an acknowledgement in the spool");
-    }
+    });
     if (this.opts.spool.pending === 0) this.releaseDrainWaiters();
     this.pump();
   }

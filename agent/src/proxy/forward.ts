@@ -8,10 +8,10 @@
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
 import { GatehouseError } from "@gatehouse/proto/errors";
-import { type Dispatcher, errors as undiciErrors } from "undici";
 import { endToEnd, recordable } from "./headers.js";
 import type { ExchangeRecorder } from "./recorder.js";
 import { SseParser } from "./sse.js";
+import type { UpstreamPool, UpstreamResponse } from "./upstream.js";
 
 /** How a protocol presents Gatehouse's own errors to its clients. */
 export interface ErrorPresenter {
@@ -21,8 +21,8 @@ export interface ErrorPresenter {
   sseEvent(error: GatehouseError): Buffer;
 }
 
-export interface UpstreamRequest {
-  dispatcher: Dispatcher;
+export interface ForwardRequest {
+  pool: UpstreamPool;
   /** Connection's upstream base URL. */
   upstream: URL;
   /** Path below the connection prefix, with query. */
@@ -30,7 +30,7 @@ export interface UpstreamRequest {
   method: string;
   headers: Record<string, string | string[]>;
   body: Buffer;
-  headersTimeoutMs: number;
+  idleTimeoutMs: number;
   maxSseEventBytes: number;
 }
 
@@ -54,11 +54,6 @@ export function refuse(
 
 function upstreamError(error: unknown, upstream: URL): GatehouseError {
   if (error instanceof GatehouseError) return error;
-  if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
-    return new GatehouseError("GATE_UPSTREAM_TIMEOUT", `upstream ${upstream.origin} did not answer in time`, {
-      cause: error,
-    });
-  }
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
   return new GatehouseError(
     "GATE_UPSTREAM_UNREACHABLE",
@@ -72,7 +67,7 @@ function upstreamError(error: unknown, upstream: URL): GatehouseError {
  * over, however it ended; the recorder has the outcome.
  */
 export async function forward(
-  up: UpstreamRequest,
+  up: ForwardRequest,
   res: ServerResponse,
   recorder: ExchangeRecorder,
   presenter: ErrorPresenter,
@@ -85,16 +80,15 @@ export async function forward(
   const basePath = up.upstream.pathname.replace(/\/+$/, "");
   let status = 0;
   try {
-    let response: Dispatcher.ResponseData;
+    let response: UpstreamResponse;
     try {
-      response = await up.dispatcher.request({
-        origin: up.upstream.origin,
-        path: basePath + up.path,
-        method: up.method as Dispatcher.HttpMethod,
+      response = await up.pool.request({
+        url: new URL(basePath + up.path, up.upstream.origin),
+        method: up.method,
         headers: up.headers,
-        body: up.body.length > 0 ? up.body : null,
+        body: up.body,
         signal: abort.signal,
-        headersTimeout: up.headersTimeoutMs,
+        idleTimeoutMs: up.idleTimeoutMs,
       });
     } catch (error) {
       if (abort.signal.aborted) return cancelled(recorder, 0);

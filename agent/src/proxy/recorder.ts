@@ -14,6 +14,19 @@ export interface EventSink {
   append(event: SessionEvent): number;
 }
 
+/** What is known of an exchange once it is over. */
+export interface FinishedExchange {
+  sessionId: string;
+  exchangeId: string;
+  connection: string;
+  kind: string;
+  outcome: Outcome;
+  status: number;
+}
+
+/** Told of every exchange once its last event is recorded (metrics, tests). */
+export type ExchangeListener = (exchange: FinishedExchange) => void;
+
 export interface ExchangeEnd {
   outcome: Outcome;
   status: number;
@@ -35,9 +48,13 @@ export class ExchangeRecorder {
   private pendingBytes = 0;
   private ended = false;
 
+  private connection = "";
+  private kind = "";
+
   constructor(
     private readonly sink: EventSink,
     readonly sessionId: string,
+    private readonly onFinished: ExchangeListener,
   ) {}
 
   requestHead(head: {
@@ -89,6 +106,14 @@ export class ExchangeRecorder {
         requestBytes: this.requestBytes,
         responseBytes: this.responseBytes,
       },
+    });
+    this.onFinished({
+      sessionId: this.sessionId,
+      exchangeId: this.exchangeId,
+      connection: this.connection,
+      kind: this.kind,
+      outcome: end.outcome,
+      status: end.status,
     });
   }
 

@@ -7,21 +7,22 @@ import type { Connection__Output } from "@gatehouse/proto";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import type { Dispatcher } from "undici";
 import type { ProxyConfig } from "../config.js";
 import type { Credentials } from "../credentials/source.js";
 import type { AgentMetrics } from "../metrics.js";
 import type { TokenVerifier } from "../tokens/verifier.js";
 import { anthropicErrors, handleAnthropic } from "./anthropic/handler.js";
 import { refuse } from "./forward.js";
-import type { EventSink } from "./recorder.js";
+import type { EventSink, ExchangeListener } from "./recorder.js";
+import type { UpstreamPool } from "./upstream.js";
 
 /** What every protocol handler needs. */
 export interface ProxyContext {
   verifier: TokenVerifier;
   credentials: Credentials;
   spool: EventSink;
-  dispatcher: Dispatcher;
+  onExchangeFinished: ExchangeListener;
+  upstreams: UpstreamPool;
   limits: ProxyConfig;
   logger: Logger;
 }

@@ -89,7 +89,7 @@ export async function handleAnthropic(
     return refuse(res, null, anthropicErrors, err, "OUTCOME_REFUSED");
   }
 
-  const recorder = new ExchangeRecorder(ctx.spool, sessionId);
+  const recorder = new ExchangeRecorder(ctx.spool, sessionId, ctx.onExchangeFinished);
   const clientHeaders = endToEnd(req.headers);
   recorder.requestHead({
     connection: connection.name,
@@ -145,14 +145,14 @@ export async function handleAnthropic(
   } = clientHeaders;
   await forward(
     {
-      dispatcher: ctx.dispatcher,
+      pool: ctx.upstreams,
       upstream: new URL(connection.upstream),
       path,
       method,
       // Identity encoding, so the recorded response is readable and its events can be parsed.
       headers: { ...passThrough, "accept-encoding": "identity", ...credentialHeaders },
       body,
-      headersTimeoutMs: ctx.limits.upstreamHeadersTimeoutSeconds * 1000,
+      idleTimeoutMs: ctx.limits.upstreamIdleTimeoutSeconds * 1000,
       maxSseEventBytes: ctx.limits.maxSseEventBytes,
     },
     res,
