@@ -198,7 +198,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         await within(running.whenDrained(), deadline - Date.now());
         await running.stop();
         await spool.close();
-        upstreams.close();
+        await upstreams.close();
       })();
       return stopping;
     },

@@ -50,7 +50,7 @@ describe("agent refusals and failures", () => {
   let gh: TestGatehouse;
   before(async () => {
     gh = await TestGatehouse.start({
-      agent: { proxy: { listen: "127.0.0.1:0", maxRequestBytes: 64 * 1024 } },
+      agent: { proxy: { listen: "127.0.0.1:0", maxRequestBytes: 64 * 1024, upstreamIdleTimeoutSeconds: 1 } },
       connections: [
         {
           name: "other",
@@ -257,6 +257,36 @@ describe("agent refusals and failures", () => {
     assert.equal(exchange?.outcome, "cancelled");
     assert.equal(exchange?.error?.code, "GATE_CLIENT_GONE");
     assert.equal(exchange?.response?.complete, false);
+  });
+
+  test("an upstream silent past proxy.upstreamIdleTimeoutSeconds: 504 before the head, an error event mid-stream", async () => {
+    const session = await gh.openSession();
+    gh.fake.reply(() => new Promise(() => {}));
+    const res = await rawPost(session.proxyUrl, session.token, JSON.stringify(request));
+    assert.equal(res.status, 504);
+    assert.equal(res.code, "GATE_UPSTREAM_TIMEOUT");
+    assert.match(JSON.stringify(res.body), /sent nothing for 1 s \(proxy.upstreamIdleTimeoutSeconds\)/);
+
+    gh.fake.reply({
+      content: [{ type: "text", text: "then silence" }],
+      streaming: { pieces: 4, hold: { afterEvents: 3 } },
+    });
+    const error = await gh
+      .anthropic(session)
+      .messages.stream(request)
+      .finalMessage()
+      .catch((e: unknown) => e);
+    gh.fake.reply(null);
+    assert.ok(error instanceof Anthropic.APIError);
+    assert.match(String(error.message), /GATE_UPSTREAM_TIMEOUT/);
+    const exchanges = (await gh.record(session.id)).exchanges;
+    assert.deepEqual(
+      exchanges.map((x) => [x.outcome, x.error?.code]),
+      [
+        ["failed", "GATE_UPSTREAM_TIMEOUT"],
+        ["failed", "GATE_UPSTREAM_TIMEOUT"],
+      ],
+    );
   });
 
   test("an upstream error event mid-stream reaches the client and the record", async () => {

@@ -11,7 +11,7 @@ import { GatehouseError } from "@gatehouse/proto/errors";
 import { endToEnd, recordable } from "./headers.js";
 import type { ExchangeRecorder } from "./recorder.js";
 import { SseParser } from "./sse.js";
-import type { UpstreamPool, UpstreamResponse } from "./upstream.js";
+import { timeoutError, type UpstreamPool, type UpstreamResponse } from "./upstream.js";
 
 /** How a protocol presents Gatehouse's own errors to its clients. */
 export interface ErrorPresenter {
@@ -52,8 +52,11 @@ export function refuse(
   recorder?.end({ outcome, status, errorCode: error.code, errorMessage: error.message });
 }
 
-function upstreamError(error: unknown, upstream: URL): GatehouseError {
+function upstreamError(error: unknown, up: ForwardRequest): GatehouseError {
   if (error instanceof GatehouseError) return error;
+  const timeout = timeoutError(error, { url: up.upstream, idleTimeoutMs: up.idleTimeoutMs });
+  if (timeout) return timeout;
+  const upstream = up.upstream;
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
   return new GatehouseError(
     "GATE_UPSTREAM_UNREACHABLE",
@@ -92,7 +95,7 @@ export async function forward(
       });
     } catch (error) {
       if (abort.signal.aborted) return cancelled(recorder, 0);
-      return refuse(res, recorder, presenter, upstreamError(error, up.upstream), "OUTCOME_FAILED");
+      return refuse(res, recorder, presenter, upstreamError(error, up), "OUTCOME_FAILED");
     }
     status = response.statusCode;
     const headers = endToEnd(response.headers);
@@ -105,7 +108,7 @@ export async function forward(
     } catch (error) {
       if (abort.signal.aborted) return cancelled(recorder, status);
       response.body.destroy();
-      const err = upstreamError(error, up.upstream);
+      const err = upstreamError(error, up);
       if (streamed && !res.destroyed) res.end(presenter.sseEvent(err));
       else res.destroy();
       recorder.end({ outcome: "OUTCOME_FAILED", status, errorCode: err.code, errorMessage: err.message });
