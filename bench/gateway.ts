@@ -18,12 +18,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { agentConfigSchema, type RunningAgent, startAgent } from "@gatehouse/agent";
-import {
-  controlPlaneConfigSchema,
-  type RunningControlPlane,
-  startControlPlane,
-} from "@gatehouse/control-plane";
+import type { RunningAgent } from "@gatehouse/agent";
+import type { RunningControlPlane } from "@gatehouse/control-plane";
 import { type Level, pino } from "pino";
 import { Registry } from "prom-client";
 import {
@@ -64,6 +60,8 @@ let agentToken = values["agent-token"] ?? "";
 let grpcAddress = values["control-plane"] ?? "";
 if (role !== "agent") {
   if (!values.upstream) throw new Error("--upstream URL is required");
+  // Loaded only where it runs, as the `gatehouse` command does, so an agent's memory is its own.
+  const { controlPlaneConfigSchema, startControlPlane } = await import("@gatehouse/control-plane");
   cp = await startControlPlane({
     config: controlPlaneConfigSchema.parse({
       connections: [
@@ -89,6 +87,7 @@ let agent: RunningAgent | undefined;
 if (role !== "control-plane") {
   if (!grpcAddress || !agentToken)
     throw new Error("--control-plane HOST:PORT and --agent-token are required");
+  const { agentConfigSchema, startAgent } = await import("@gatehouse/agent");
   agent = await startAgent({
     config: agentConfigSchema.parse({
       controlPlane: { address: grpcAddress },

@@ -2,11 +2,13 @@
  * The long-running commands: `up` (control plane + one agent + embedded store
  * in one process), `control-plane` and `agent` (the split deployment).
  */
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { agentConfigSchema, proxyConfigSchema, type RunningAgent, startAgent } from "@gatehouse/agent";
-import { controlPlaneConfigSchema, startControlPlane } from "@gatehouse/control-plane";
+import { fileURLToPath } from "node:url";
+import { agentConfigSchema, proxyConfigSchema } from "@gatehouse/agent/config.js";
+import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
 import { Registry } from "prom-client";
 import type { z } from "zod";
 import { ConfigError, loadConfig, logSchema } from "./config.js";
@@ -30,6 +32,14 @@ const upConfigSchema = controlPlaneConfigSchema.extend({
 
 const controlPlaneFileSchema = controlPlaneConfigSchema.extend({ log: logSchema });
 const agentFileSchema = agentConfigSchema.extend({ log: logSchema });
+
+// Each process loads only the half it runs: an agent has no use for the store's native
+// library or the REST stack (some 14 MB), a control plane none for the proxy.
+const loadAgent = () => import("@gatehouse/agent");
+const loadControlPlane = () => import("@gatehouse/control-plane");
+
+/** This command's entry point, which `up` runs again as its agent. */
+const CLI_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
 /** Name of the agent account `up` creates for its own agent on each start. */
 const LOCAL_AGENT = "local-agent";
@@ -78,12 +88,18 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   }
 }
 
+/**
+ * `gatehouse up`: the control plane and its embedded store in this process,
+ * one agent in a child process (so the proxy's event loop never waits on the
+ * store's commits). The child is the `gatehouse agent` command with a
+ * generated configuration; it reports over IPC once it is linked.
+ */
 export async function up(flags: ServeFlags, env: Env): Promise<void> {
   const file = await loadConfig(upConfigSchema, flags.config);
   const log = logging(file.log, env);
   await mkdir(flags.data, { recursive: true, mode: 0o700 });
   const admin = await adminToken(flags.data, env);
-  const registry = new Registry();
+  const { startControlPlane } = await loadControlPlane();
   const cp = await startControlPlane({
     config: {
       connections: file.connections,
@@ -95,46 +111,42 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
     dataDir: flags.data,
     adminToken: admin.token,
     log,
-    registry,
+    registry: new Registry(),
     readyNeedsAgent: true,
   });
-  let agent: RunningAgent | undefined;
+  let agent: AgentChild | undefined;
   try {
     for (const old of await cp.accounts.list()) {
       if (old.name === LOCAL_AGENT && old.revokedAt === null) await cp.accounts.revoke(old.id);
     }
     const { token } = await cp.accounts.create(LOCAL_AGENT);
-    agent = await startAgent({
-      config: agentConfigSchema.parse({
+    const agentConfig = join(flags.data, "up-agent.json");
+    await writeFile(
+      agentConfig,
+      JSON.stringify({
         controlPlane: { address: cp.grpcAddress },
         proxy: { ...file.proxy, listen: flags.proxy ?? file.proxy.listen },
         spool: file.spool,
+        log: file.log,
       }),
-      token,
-      dataDir: flags.data,
-      env,
-      log,
-      registry,
-    });
-    await withTimeout(
-      agent.link.whenState("ready"),
-      10_000,
-      "the agent did not link to the control plane in 10 s",
+      { mode: 0o600 },
     );
+    agent = await AgentChild.start(agentConfig, flags.data, { ...env, GATEHOUSE_AGENT_TOKEN: token });
   } catch (error) {
-    await agent?.stop(0);
+    await agent?.stop();
     await cp.stop();
     throw error;
   }
+  const proxyUrl = agent.proxyUrl;
   const proxies = file.connections.map(
-    (c) => `    ${c.name.padEnd(14)} ${agent.proxyUrl}/c/${c.name}  →  ${c.upstream}`,
+    (c) => `    ${c.name.padEnd(14)} ${proxyUrl}/c/${c.name}  →  ${c.upstream}`,
   );
   process.stderr.write(
     [
       "Gatehouse is up.",
       `  REST API       ${cp.httpUrl}`,
       `  AgentLink      ${cp.grpcAddress}`,
-      `  Agent proxy    ${agent.proxyUrl}`,
+      `  Agent proxy    ${proxyUrl}  (pid ${agent.pid})`,
       ...proxies,
       `  Data           ${flags.data}`,
       `  Admin token    ${admin.source === "GATEHOUSE_ADMIN_TOKEN" ? "from GATEHOUSE_ADMIN_TOKEN" : `in ${admin.source}`}`,
@@ -143,10 +155,65 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
       "",
     ].join("\n"),
   );
-  await untilSignal();
+  const ended = await Promise.race([untilSignal(), agent.exited.then((code) => ({ agentExited: code }))]);
+  if (typeof ended === "object") {
+    await cp.stop();
+    throw new Error(`the agent (pid ${agent.pid}) exited unexpectedly with ${ended.agentExited}; stopping`);
+  }
   process.stderr.write("Stopping: letting running requests finish and recorded events reach the store…\n");
-  await agent.stop(10_000);
+  // The agent drains its spool into the store before the control plane goes.
+  await agent.stop();
   await cp.stop();
+}
+
+/** The agent process of `gatehouse up`. */
+class AgentChild {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly proxyUrl: string,
+    readonly exited: Promise<string>,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  static async start(configFile: string, dataDir: string, env: Env): Promise<AgentChild> {
+    const child = spawn(
+      process.execPath,
+      [...process.execArgv, CLI_MAIN, "agent", "--config", configFile, "--data", dataDir],
+      {
+        env,
+        stdio: ["ignore", "inherit", "inherit", "ipc"],
+      },
+    );
+    const exited = new Promise<string>((resolve) => {
+      child.once("exit", (code, signal) => resolve(signal ? `signal ${signal}` : `status ${code}`));
+    });
+    const ready = new Promise<string>((resolve, reject) => {
+      child.once("message", (message: { proxyUrl?: string }) => resolve(String(message.proxyUrl)));
+      void exited.then((how) =>
+        reject(new Error(`the agent exited (${how}) before it linked to the control plane`)),
+      );
+    });
+    try {
+      const proxyUrl = await withTimeout(
+        ready,
+        15_000,
+        "the agent did not link to the control plane in 15 s",
+      );
+      return new AgentChild(child, proxyUrl, exited);
+    } catch (error) {
+      child.kill("SIGKILL");
+      throw error;
+    }
+  }
+
+  /** Asks the agent to stop (it drains its spool first) and waits until it has. */
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
+    await this.exited;
+  }
 }
 
 export async function controlPlane(flags: ServeFlags, env: Env): Promise<void> {
@@ -156,6 +223,7 @@ export async function controlPlane(flags: ServeFlags, env: Env): Promise<void> {
   if (!env.GATEHOUSE_ADMIN_TOKEN) {
     log("cp").warn("GATEHOUSE_ADMIN_TOKEN is not set: no API key can use the REST API");
   }
+  const { startControlPlane } = await loadControlPlane();
   const cp = await startControlPlane({
     config: {
       ...config,
@@ -191,6 +259,7 @@ export async function agent(flags: ServeFlags, env: Env): Promise<void> {
       "no agent token: set controlPlane.tokenFile in the agent config or GATEHOUSE_AGENT_TOKEN (create one with `gatehouse agents create <name>`)",
     );
   }
+  const { startAgent } = await loadAgent();
   const running = await startAgent({
     config: { ...config, proxy: { ...config.proxy, listen: flags.proxy ?? config.proxy.listen } },
     token,
@@ -203,6 +272,20 @@ export async function agent(flags: ServeFlags, env: Env): Promise<void> {
     { proxy: running.proxyUrl, controlPlane: config.controlPlane.address },
     "agent listening",
   );
-  await untilSignal();
+  // Started by `gatehouse up`: report once linked, so that it can say where the proxy is,
+  // and stop when `up` goes away (its IPC channel closes).
+  const parentGone = new Promise<string>((resolve) =>
+    process.once("disconnect", () => resolve("gatehouse up went away")),
+  );
+  if (process.send) {
+    await withTimeout(
+      running.link.whenState("ready"),
+      15_000,
+      "the agent did not link to the control plane in 15 s",
+    );
+    process.send({ proxyUrl: running.proxyUrl });
+  }
+  const why = await Promise.race([untilSignal(), parentGone]);
+  log("agent").info({ why }, "agent stopping");
   await running.stop(10_000);
 }
