@@ -2,11 +2,10 @@
  * Child process of the benchmark: Gatehouse itself, recording on, with one
  * `anthropic` connection, `claude`, pointing at the fake upstream.
  *
- * `--role all` runs it as `gatehouse up` does, in one process: the control
- * plane with its embedded SQLite store, and one agent linked to it over real
- * gRPC. `--role control-plane` and `--role agent` run the two halves in
- * separate processes (the split deployment), so the agent's own cost can be
- * told apart from the store's.
+ * `--role control-plane` and `--role agent` run the two halves in separate
+ * processes, as `gatehouse up` and the split deployment do, so the agent's own
+ * cost can be told apart from the store's. `--role all` runs both in one
+ * process, linked over real gRPC: a diagnostic of what sharing one event loop costs.
  *
  * Usage: gateway.js --role all|control-plane --upstream URL --upstream-key KEY
  *        gateway.js --role agent --control-plane HOST:PORT --agent-token TOKEN --upstream-key KEY

@@ -42,8 +42,8 @@ const FLAGS = {
   },
   "prompt-bytes": { default: "1024", help: "size of the user prompt in each request" },
   layouts: {
-    default: "one-process,split",
-    help: "one-process (as `gatehouse up`: control plane and agent in one process) and/or split",
+    default: "split",
+    help: "split (as `gatehouse up` and the split deployment run it) and/or one-process (a diagnostic: both halves on one event loop)",
   },
   "log-level": { default: "info", help: "Gatehouse log level (logs go to a file in its temp dir)" },
   "gateway-node-args": {
@@ -239,8 +239,9 @@ type Layout = "one-process" | "split";
 
 const LAYOUTS: Record<Layout, string> = {
   "one-process":
-    "one-process layout (`gatehouse up`): control plane, SQLite store and agent share one process and event loop",
-  split: "split layout: the agent in its own process; the control plane and its SQLite store in another",
+    "one-process layout (diagnostic, not a shipped layout): control plane, SQLite store and agent share one event loop",
+  split:
+    "split layout (as `gatehouse up` runs it): the agent in its own process; the control plane and its SQLite store in another",
 };
 
 /** A running Gatehouse the load goes through. */

@@ -19,7 +19,8 @@ if (files.length === 0) {
 }
 const result = spawnSync(
   process.execPath,
-  ["--test", "--test-concurrency=4", "--test-reporter=spec", ...files],
+  // A test that hangs fails after two minutes instead of holding CI until its limit.
+  ["--test", "--test-concurrency=4", "--test-timeout=120000", "--test-reporter=spec", ...files],
   { stdio: "inherit" },
 );
 process.exit(result.status ?? 1);

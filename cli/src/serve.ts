@@ -288,4 +288,6 @@ export async function agent(flags: ServeFlags, env: Env): Promise<void> {
   const why = await Promise.race([untilSignal(), parentGone]);
   log("agent").info({ why }, "agent stopping");
   await running.stop(10_000);
+  // The channel to `up` would keep this process alive.
+  if (process.connected) process.disconnect();
 }
