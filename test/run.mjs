@@ -19,8 +19,16 @@ if (files.length === 0) {
 }
 const result = spawnSync(
   process.execPath,
-  // A test that hangs fails after two minutes instead of holding CI until its limit.
-  ["--test", "--test-concurrency=4", "--test-timeout=120000", "--test-reporter=spec", ...files],
+  // A test that hangs fails after two minutes, and a file whose test left a server open
+  // still ends, instead of holding CI until its limit.
+  [
+    "--test",
+    "--test-concurrency=4",
+    "--test-timeout=120000",
+    "--test-force-exit",
+    "--test-reporter=spec",
+    ...files,
+  ],
   { stdio: "inherit" },
 );
 process.exit(result.status ?? 1);

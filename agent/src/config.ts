@@ -3,12 +3,18 @@
  * process entry (cli/), unknown keys rejected by name. Defaults are declared
  * next to each option. Connections themselves come from the control plane.
  */
+import { isIP } from "node:net";
 import { z } from "zod";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
 const listenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, "expected host:port, e.g. 127.0.0.1:7080");
+
+/** The host of `host:port` or `[v6]:port`. */
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+}
 
 export const proxyConfigSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:7080"),
@@ -37,24 +43,31 @@ export const agentConfigSchema = z.strictObject({
       connections: z.array(z.string()).default([]),
     })
     .default({ connections: [] }),
-  controlPlane: z.strictObject({
-    /** gRPC address of the control plane, host:port. */
-    address: z.string().min(1),
-    /** File holding the agent token (`gatehouse agents create`); or set GATEHOUSE_AGENT_TOKEN. */
-    tokenFile: z.string().optional(),
-    /** TLS towards the control plane; without it the link is plaintext (loopback or a trusted network only). */
-    tls: z
-      .strictObject({
-        /** CA that signed the control plane's certificate (default: the system roots). */
-        caFile: z.string().optional(),
-        /** Client certificate and key, for mTLS. */
-        certFile: z.string().optional(),
-        keyFile: z.string().optional(),
-        /** Name to verify the server certificate against, when it differs from the address host. */
-        serverName: z.string().optional(),
-      })
-      .optional(),
-  }),
+  controlPlane: z
+    .strictObject({
+      /** gRPC address of the control plane, host:port. */
+      address: z.string().min(1),
+      /** File holding the agent token (`gatehouse agents create`); or set GATEHOUSE_AGENT_TOKEN. */
+      tokenFile: z.string().optional(),
+      /** TLS towards the control plane; without it the link is plaintext (loopback or a trusted network only). */
+      tls: z
+        .strictObject({
+          /** CA that signed the control plane's certificate (default: the system roots). */
+          caFile: z.string().optional(),
+          /** Client certificate and key, for mTLS. */
+          certFile: z.string().optional(),
+          keyFile: z.string().optional(),
+          /** Name to verify the server certificate against, when it differs from the address host. */
+          serverName: z.string().optional(),
+        })
+        .optional(),
+    })
+    .refine((cp) => !cp.tls || cp.tls.serverName || isIP(hostOf(cp.address)) === 0, {
+      // TLS server names may not be IP addresses (RFC 6066); newer Node versions refuse them.
+      message:
+        "controlPlane.tls.serverName is required when controlPlane.address is an IP address: set it to a DNS name in the control plane's certificate, or use a DNS name in the address",
+      path: ["tls", "serverName"],
+    }),
   proxy: proxyConfigSchema.default(proxyConfigSchema.parse({})),
   spool: z
     .strictObject({

@@ -387,7 +387,8 @@ describe("AgentLink", () => {
       async () => {
         const gh = await TestGatehouse.start({
           grpcTls: { certFile: certs.serverCertFile, keyFile: certs.serverKeyFile },
-          linkTls: { caFile: certs.caFile },
+          // The server's address is 127.0.0.1; TLS names it by a DNS name in its certificate.
+          linkTls: { caFile: certs.caFile, serverName: "localhost" },
         });
         try {
           const session = await gh.openSession();
@@ -397,7 +398,7 @@ describe("AgentLink", () => {
 
           // Neither an agent that does not trust the control plane's CA nor a plaintext one links.
           for (const [name, tls] of [
-            ["system-roots", {}],
+            ["system-roots", { serverName: "localhost" }],
             ["plaintext", null],
           ] as const) {
             const mark = gh.logs.lines.length;
@@ -420,7 +421,12 @@ describe("AgentLink", () => {
           keyFile: certs.serverKeyFile,
           clientCaFile: certs.caFile,
         },
-        linkTls: { caFile: certs.caFile, certFile: certs.clientCertFile, keyFile: certs.clientKeyFile },
+        linkTls: {
+          caFile: certs.caFile,
+          certFile: certs.clientCertFile,
+          keyFile: certs.clientKeyFile,
+          serverName: "localhost",
+        },
       });
       try {
         const session = await gh.openSession();
@@ -429,7 +435,7 @@ describe("AgentLink", () => {
 
         const mark = gh.logs.lines.length;
         const anonymous = await gh.startExtraAgent("no-client-cert", {
-          tls: { caFile: certs.caFile },
+          tls: { caFile: certs.caFile, serverName: "localhost" },
           waitForLink: false,
         });
         const ended = await gh.logs.waitFor((e) => e.agent === "no-client-cert" && linkLost(e), mark);

@@ -143,10 +143,34 @@ export class TestGatehouse {
     const dir = await mkdtemp(join(tmpdir(), "gatehouse-test-"));
     const fake = await startFakeAnthropic(options.fake);
     const gh = new TestGatehouse(dir, fake, options);
-    await gh.startControlPlane();
-    gh.agentToken = (await gh.cp.accounts.create("test-agent")).token;
-    await gh.startAgent();
+    try {
+      await gh.startControlPlane();
+      gh.agentToken = (await gh.cp.accounts.create("test-agent")).token;
+      await gh.startAgent();
+    } catch (error) {
+      // A failed start must not leave servers holding the test process open.
+      await gh.stop();
+      throw error;
+    }
     return gh;
+  }
+
+  /** Resolves once `agent` is linked; fails after 10 s with what its link last logged. */
+  private async linked(agent: RunningAgent): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        agent.link.whenState("ready"),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            const last = this.logs.lines.filter((l) => l.includes('"agent.link"')).slice(-3);
+            reject(new Error(`the agent did not link in 10 s; its last link log lines:\n${last.join("")}`));
+          }, 10_000);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Starts (or restarts) the control plane on the same data dir and ports. */
@@ -184,7 +208,7 @@ export class TestGatehouse {
    */
   async startAgent(options: AgentStartOptions = {}): Promise<RunningAgent> {
     this.agent = await this.launchAgent(options, this.dir, this.logs.log);
-    if (options.waitForLink !== false) await this.agent.link.whenState("ready");
+    if (options.waitForLink !== false) await this.linked(this.agent);
     return this.agent;
   }
 
@@ -199,7 +223,7 @@ export class TestGatehouse {
       this.logs.root.child({ component, agent: name }),
     );
     this.extraAgents.push(agent);
-    if (options.waitForLink !== false) await agent.link.whenState("ready");
+    if (options.waitForLink !== false) await this.linked(agent);
     return agent;
   }
 

@@ -1,0 +1,76 @@
+/** Configuration is validated at start-up with messages that name the key and what to do. */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { agentConfigSchema } from "@gatehouse/agent/config.js";
+import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
+import { z } from "zod";
+
+const problems = (schema: z.ZodType, input: unknown) => {
+  const result = schema.safeParse(input);
+  assert.equal(result.success, false);
+  return z.prettifyError((result as { error: z.ZodError }).error);
+};
+
+describe("configuration", () => {
+  const connection = {
+    name: "claude",
+    type: "anthropic",
+    upstream: "https://api.anthropic.com",
+    credential: { env: "K" },
+  };
+
+  test("defaults fill in what is not given", () => {
+    const cp = controlPlaneConfigSchema.parse({ connections: [connection] });
+    assert.equal(cp.http.listen, "127.0.0.1:7070");
+    assert.equal(cp.grpc.listen, "127.0.0.1:7071");
+    assert.equal(cp.sessions.maxTtlSeconds, 3600);
+    const agent = agentConfigSchema.parse({ controlPlane: { address: "cp:7071" } });
+    assert.equal(agent.proxy.listen, "127.0.0.1:7080");
+    assert.equal(agent.proxy.maxRequestBytes, 32 * 1024 * 1024);
+  });
+
+  test("unknown and misspelt keys are refused by name, with where they are", () => {
+    const message = problems(controlPlaneConfigSchema, {
+      connections: [{ ...connection, upstrem: "x" }],
+      stroe: {},
+    });
+    assert.match(message, /Unrecognized key: "stroe"/);
+    assert.match(message, /Unrecognized key: "upstrem"[\s\S]*connections\[0\]/);
+  });
+
+  test("a connection type that does not exist yet is refused, naming the supported ones", () => {
+    assert.match(
+      problems(controlPlaneConfigSchema, { connections: [{ ...connection, type: "gitlab" }] }),
+      /connection type "gitlab" is not supported; supported: anthropic/,
+    );
+  });
+
+  test("duplicate connection names are refused", () => {
+    assert.match(
+      problems(controlPlaneConfigSchema, { connections: [connection, connection] }),
+      /must be unique/,
+    );
+  });
+
+  test("TLS to a control plane addressed by IP needs a server name (TLS names cannot be IP addresses)", () => {
+    const message = problems(agentConfigSchema, {
+      controlPlane: { address: "10.0.0.5:7071", tls: { caFile: "ca.pem" } },
+    });
+    assert.match(
+      message,
+      /controlPlane.tls.serverName is required when controlPlane.address is an IP address/,
+    );
+    assert.ok(
+      agentConfigSchema.safeParse({ controlPlane: { address: "cp.internal:7071", tls: {} } }).success,
+    );
+    assert.ok(
+      agentConfigSchema.safeParse({
+        controlPlane: { address: "10.0.0.5:7071", tls: { serverName: "cp.internal" } },
+      }).success,
+    );
+    assert.ok(
+      agentConfigSchema.safeParse({ controlPlane: { address: "10.0.0.5:7071" } }).success,
+      "plaintext is fine",
+    );
+  });
+});
