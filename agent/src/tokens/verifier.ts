@@ -9,10 +9,8 @@
 import { EventEmitter } from "node:events";
 import type { AgentConfig__Output, RevokedSession__Output } from "@gatehouse/proto";
 import { GatehouseError } from "@gatehouse/proto/errors";
+import { SESSION_TOKEN } from "@gatehouse/proto/session-token";
 import { createLocalJWKSet, type JWK, errors as joseErrors, jwtVerify } from "jose";
-
-export const SESSION_TOKEN_ISSUER = "gatehouse";
-export const SESSION_TOKEN_AUDIENCE = "gatehouse-agent";
 
 export interface SessionClaims {
   sessionId: string;
@@ -91,9 +89,10 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
     let payload: Record<string, unknown>;
     try {
       ({ payload } = await jwtVerify(token, this.keySet, {
-        issuer: SESSION_TOKEN_ISSUER,
-        audience: SESSION_TOKEN_AUDIENCE,
-        algorithms: ["EdDSA"],
+        issuer: SESSION_TOKEN.issuer,
+        audience: SESSION_TOKEN.audience,
+        typ: SESSION_TOKEN.type,
+        algorithms: [SESSION_TOKEN.algorithm],
         requiredClaims: ["exp", "sub", "sid", "cnx"],
       }));
     } catch (error) {

@@ -6,11 +6,9 @@
  * @see https://www.rfc-editor.org/rfc/rfc8037 (EdDSA in JOSE)
  */
 import { randomUUID } from "node:crypto";
+import { SESSION_TOKEN } from "@gatehouse/proto/session-token";
 import { CompactSign, type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import type { SigningKeyRecord, Store } from "../store/types.js";
-
-export const SESSION_TOKEN_ISSUER = "gatehouse";
-export const SESSION_TOKEN_AUDIENCE = "gatehouse-agent";
 
 /** Claims of a session token besides iss/aud/iat. */
 export interface SessionTokenClaims {
@@ -67,9 +65,9 @@ export class SigningKeys {
 
   issueSessionToken(claims: SessionTokenClaims, issuedAt: number): Promise<string> {
     return new SignJWT({ sid: claims.sid, cnx: claims.cnx })
-      .setProtectedHeader({ alg: "EdDSA", kid: this.signing.kid, typ: "gatehouse-session+jwt" })
-      .setIssuer(SESSION_TOKEN_ISSUER)
-      .setAudience(SESSION_TOKEN_AUDIENCE)
+      .setProtectedHeader({ alg: SESSION_TOKEN.algorithm, kid: this.signing.kid, typ: SESSION_TOKEN.type })
+      .setIssuer(SESSION_TOKEN.issuer)
+      .setAudience(SESSION_TOKEN.audience)
       .setSubject(claims.sub)
       .setJti(claims.sid)
       .setIssuedAt(Math.floor(issuedAt / 1000))
