@@ -71,6 +71,8 @@ export interface LinkOptions {
   maxBatchEvents?: number;
   /** A batch stops growing at this size; events are at most 256 KiB, so batches stay under the 16 MiB message limit. */
   maxBatchBytes?: number;
+  /** How long newly written records may wait for more to share their batch (default 2 ms). */
+  lingerMs?: number;
   onConfig: (config: AgentConfig__Output) => void;
   onRevocation: (sessions: RevokedSession__Output[]) => void;
   /** The control plane refused this agent's token (revoked, or never valid). */
@@ -91,6 +93,7 @@ export class AgentLinkClient {
   /** Last spool sequence of each batch awaiting acknowledgement, oldest first. */
   private inFlight: number[] = [];
   private pumping = false;
+  private lingerTimer: NodeJS.Timeout | undefined;
   /** pump() was called while a pump was running: run again when it ends. */
   private pumpAgain = false;
   private readonly stateListeners = new Set<(state: LinkState) => void>();
@@ -105,9 +108,10 @@ export class AgentLinkClient {
       maxBatchesInFlight: 8,
       maxBatchEvents: 1000,
       maxBatchBytes: 4 * 1024 * 1024,
+      lingerMs: 2,
       ...options,
     };
-    options.spool.on("written", () => this.pump());
+    options.spool.on("written", () => this.pumpSoon());
   }
 
   get state(): LinkState {
@@ -255,6 +259,22 @@ export class AgentLinkClient {
     this.pump();
   }
 
+  /**
+   * Sends soon rather than at once: records written within `lingerMs` of each
+   * other leave in one batch, so one exchange's events (request, then response a
+   * moment later) make one message and one commit at the control plane instead of
+   * several. A full batch leaves at once.
+   */
+  private pumpSoon(): void {
+    if (this.state_ !== "ready" || this.lingerTimer !== undefined) return;
+    const unsent = this.opts.spool.lastWrittenSeq - this.nextSeq + 1;
+    if (unsent >= this.opts.maxBatchEvents || this.opts.lingerMs === 0) return this.pump();
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = undefined;
+      this.pump();
+    }, this.opts.lingerMs);
+  }
+
   /** Sends written, unsent spool records while the window allows. */
   private pump(): void {
     if (this.state_ !== "ready") return;
@@ -346,6 +366,8 @@ export class AgentLinkClient {
 
   private teardown(): void {
     clearTimeout(this.welcomeTimer);
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
     clearInterval(this.heartbeatTimer);
     const call = this.call;
     this.call = null;
