@@ -183,9 +183,20 @@ export async function exec(
     ...(flags.ttl ? { ttlSeconds: Number(flags.ttl) } : {}),
     labels,
   });
+  let status: number;
   try {
-    return await runWithSession(session, program, args, { env });
-  } finally {
-    await client.closeSession(session.id);
+    status = await runWithSession(session, program, args, { env });
+  } catch (error) {
+    await client.closeSession(session.id).catch(() => {});
+    throw error;
   }
+  // The tool's status is what the caller asked for; a failure to close is reported, not substituted.
+  try {
+    await client.closeSession(session.id);
+  } catch (error) {
+    process.stderr.write(
+      `gatehouse: could not close session ${session.id} (${(error as Error).message}); its token stays valid until it expires\n`,
+    );
+  }
+  return status;
 }

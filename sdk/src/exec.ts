@@ -7,8 +7,12 @@ import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { OpenedSession } from "./client.js";
 
-/** Variables that would hand a tool a real credential or send it around the gateway. */
-const WITHHELD = ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"];
+/**
+ * Variables a tool must not see: a real Anthropic credential or base URL (which
+ * would send it around the gateway), and Gatehouse's own keys (which would let it
+ * open sessions, read records or manage agents).
+ */
+const WITHHELD = /^(ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL|ANTHROPIC_AUTH_TOKEN|GATEHOUSE_[A-Z0-9_]*(TOKEN|KEY))$/;
 
 /**
  * The environment a tool needs to use `session`: for Anthropic connections the
@@ -24,11 +28,18 @@ export function childEnvironment(
   session: OpenedSession,
 ): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(base)) if (v !== undefined && !WITHHELD.includes(k)) env[k] = v;
+  for (const [k, v] of Object.entries(base)) if (v !== undefined && !WITHHELD.test(k)) env[k] = v;
   return { ...env, ...sessionEnvironment(session) };
 }
 
-/** Runs `command` with the session's environment; resolves with its exit code (128+n for a signal). */
+/** Signals passed on to the tool, so that stopping the runner stops the tool (and then the session). */
+const FORWARDED: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/**
+ * Runs `command` with the session's environment; resolves with its exit code
+ * (128+n for a signal). SIGINT, SIGTERM and SIGHUP sent to this process are
+ * passed on to the tool, and this process waits for it to end.
+ */
 export function runWithSession(
   session: OpenedSession,
   command: string,
@@ -41,8 +52,17 @@ export function runWithSession(
       env: childEnvironment(options.env, session),
       ...(options.cwd ? { cwd: options.cwd } : {}),
     });
-    child.once("error", reject);
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const signal of FORWARDED) process.on(signal, forward);
+    const done = () => {
+      for (const signal of FORWARDED) process.off(signal, forward);
+    };
+    child.once("error", (error) => {
+      done();
+      reject(error);
+    });
     child.once("exit", (code, signal) => {
+      done();
       resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });

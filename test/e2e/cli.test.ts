@@ -5,12 +5,14 @@
  * the split deployment (`control-plane`, `agents create`, `agent`).
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { CliServer, gatehouse } from "../support/cli.js";
+import { CliServer, GATEHOUSE_BIN, gatehouse } from "../support/cli.js";
 import { type FakeAnthropic, startFakeAnthropic } from "../support/fake-anthropic.js";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
@@ -25,6 +27,7 @@ const message = await client.messages.create({
 });
 console.log(message.content[0].text);
 console.log("real key visible:", Boolean(process.env.ANTHROPIC_API_KEY));
+console.log("gatehouse keys visible:", Object.keys(process.env).filter((k) => /^GATEHOUSE_.*(TOKEN|KEY)$/.test(k)).join(",") || "none");
 process.exit(3);
 `;
 
@@ -193,6 +196,7 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
   let fake: FakeAnthropic;
   const servers: CliServer[] = [];
   const adminToken = "gak_split_deployment_test_token";
+  let rest = "";
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "gatehouse-split-"));
@@ -219,7 +223,8 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
       },
     );
     servers.push(cp);
-    const [, rest, link] = await cp.waitFor(/"rest":"(http[^"]+)","agentLink":"([^"]+)"/);
+    const [, restUrl, link] = await cp.waitFor(/"rest":"(http[^"]+)","agentLink":"([^"]+)"/);
+    rest = restUrl ?? "";
     const env = { GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_URL: rest };
 
     const created = await gatehouse(["agents", "create", "edge-1", "--json"], { env });
@@ -246,6 +251,44 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
     );
     assert.equal(ran.code, 3, ran.stderr);
     assert.match(ran.stdout, /echo: hello from exec/);
+    // The runner holds the admin key here; the tool it runs must not.
+    assert.match(ran.stdout, /gatehouse keys visible: none/);
+  });
+
+  test("stopping exec stops the tool, closes the session, and exits with the tool's status", async () => {
+    const env = { GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_URL: rest };
+    const tool =
+      "process.on('SIGTERM', () => process.exit(7)); console.log('tool ready'); setInterval(() => {}, 1000);";
+    const child = spawn(
+      process.execPath,
+      [
+        GATEHOUSE_BIN,
+        "exec",
+        "--connection",
+        "claude",
+        "--label",
+        "case=signal",
+        "--",
+        process.execPath,
+        "-e",
+        tool,
+      ],
+      { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const exited = once(child, "exit");
+    await new Promise<void>((resolve) =>
+      child.stdout.on("data", (d: Buffer) => {
+        if (d.toString().includes("tool ready")) resolve();
+      }),
+    );
+    child.kill("SIGTERM");
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 7);
+    const list = await gatehouse(["sessions", "list", "--json"], { env });
+    const { items } = JSON.parse(list.stdout) as {
+      items: Array<{ status: string; labels: Record<string, string> }>;
+    };
+    assert.equal(items.find((s) => s.labels.case === "signal")?.status, "closed");
   });
 
   test("config errors stop start-up with the key named", async () => {
