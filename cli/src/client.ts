@@ -4,7 +4,10 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { verifyRecord } from "@gatehouse/control-plane/sessions/verify.js";
+import type { StoredEvent } from "@gatehouse/control-plane/store/types.js";
 import { type ExchangeView, GatehouseClient, runWithSession, type SessionSummary } from "@gatehouse/sdk";
+import type { JSONWebKeySet } from "jose";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -141,6 +144,59 @@ export async function sessionsShow(client: GatehouseClient, id: string, flags: C
     if (answer) lines.push(`   answer  ${preview(answer)}`);
   });
   out(lines.join("\n"));
+}
+
+/** One line of the NDJSON event stream, as the record it was stored as. */
+function storedEvent(sessionId: string, line: string): StoredEvent {
+  const e = JSON.parse(line) as Omit<StoredEvent, "sessionId" | "body"> & { body?: string };
+  return { ...e, sessionId, body: e.body === undefined ? null : Buffer.from(e.body, "base64") };
+}
+
+/**
+ * Proves a session's record complete and unaltered, or says where it is not:
+ * recomputes the hash chain from the events and checks the seal's signature with
+ * the published keys (or a key set saved earlier, --jwks FILE). Exit status 1
+ * unless the record is intact.
+ */
+export async function sessionsVerify(
+  client: GatehouseClient,
+  id: string,
+  flags: ClientFlags & { jwks?: string | undefined },
+): Promise<number> {
+  const session = await client.getSession(id);
+  const text = await (await client.events(id)).text();
+  const events = text
+    .split("\n")
+    .filter((line) => line.length > 0)
+    .map((line) => storedEvent(session.id, line));
+  const keys = flags.jwks
+    ? (JSON.parse(await readFile(flags.jwks, "utf8")) as JSONWebKeySet)
+    : ((await client.jwks()) as JSONWebKeySet);
+  const verdict = await verifyRecord(session.id, events, session.seal, keys);
+  if (flags.json) {
+    out(JSON.stringify(verdict, null, 2));
+    return verdict.intact ? 0 : 1;
+  }
+  const lines = [`Session     ${session.id} (${session.status})`];
+  lines.push(
+    verdict.chainBreak
+      ? `Chain       BROKEN at event ${verdict.chainBreak.seq}: ${verdict.chainBreak.reason}`
+      : `Chain       ${verdict.events} events, unbroken; last hash ${verdict.lastHash}`,
+  );
+  const seal = verdict.seal;
+  if (seal.state === "missing") {
+    lines.push(`Seal        none${session.status === "open" ? " yet: the session is open" : ""}`);
+  } else if (seal.state === "invalid") {
+    lines.push(`Seal        INVALID: ${seal.reason}`);
+  } else {
+    const covers = seal.coversAll ? "every event" : `the first ${seal.count} events; later ones are unsealed`;
+    lines.push(
+      `Seal        valid, covers ${covers}; signed by key ${seal.kid} at ${new Date(seal.sealedAt).toISOString()}`,
+    );
+  }
+  lines.push(verdict.intact ? "Verdict     record complete and unaltered" : "Verdict     NOT proven intact");
+  out(lines.join("\n"));
+  return verdict.intact ? 0 : 1;
 }
 
 export async function sessionsClose(client: GatehouseClient, id: string): Promise<void> {

@@ -14,6 +14,7 @@ import {
   sessionsEvents,
   sessionsList,
   sessionsShow,
+  sessionsVerify,
   UsageError,
 } from "./client.js";
 import { ConfigError } from "./config.js";
@@ -27,6 +28,8 @@ const USAGE = `Usage:
   gatehouse sessions list [--connection NAME] [--status open|closed|expired] [--limit N] [--cursor C] [--json]
   gatehouse sessions show ID [--json]
   gatehouse sessions events ID [--follow]
+  gatehouse sessions verify ID [--jwks FILE] [--json]
+                                   prove a record complete and unaltered (exit 1 if not)
   gatehouse sessions close ID
   gatehouse agents create NAME [--json]
   gatehouse exec --connection NAME [--ttl SECONDS] [--label KEY=VALUE]... -- COMMAND [ARGS...]
@@ -47,6 +50,7 @@ const options = {
   limit: { type: "string" },
   cursor: { type: "string" },
   follow: { type: "boolean" },
+  jwks: { type: "string" },
   ttl: { type: "string" },
   label: { type: "string", multiple: true },
   help: { type: "boolean", short: "h" },
@@ -91,7 +95,11 @@ async function run(argv: string[], env: Readonly<Record<string, string | undefin
       else if (sub === "show") await sessionsShow(client, needArg("a session id"), flags);
       else if (sub === "events") await sessionsEvents(client, needArg("a session id"), flags.follow ?? false);
       else if (sub === "close") await sessionsClose(client, needArg("a session id"));
-      else throw new UsageError(`unknown sessions command '${sub ?? ""}'; use list, show, events or close`);
+      else if (sub === "verify") return sessionsVerify(client, needArg("a session id"), flags);
+      else
+        throw new UsageError(
+          `unknown sessions command '${sub ?? ""}'; use list, show, events, verify or close`,
+        );
       return 0;
     }
     case "agents": {

@@ -144,6 +144,11 @@ export class GatehouseClient {
     return this.send(`/v1/sessions/${encodeURIComponent(id)}/events${qs}`, init);
   }
 
+  /** The public keys that verify session tokens and seals (JWK set). */
+  jwks(): Promise<{ keys: Array<Record<string, unknown>> }> {
+    return this.call("GET", "/v1/.well-known/jwks.json");
+  }
+
   createAgent(name: string): Promise<{ id: string; name: string; token: string }> {
     return this.call("POST", "/v1/agents", { name });
   }

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import Database from "libsql";
 import { CliServer, GATEHOUSE_BIN, gatehouse } from "../support/cli.js";
 import { type FakeAnthropic, startFakeAnthropic } from "../support/fake-anthropic.js";
 
@@ -116,6 +117,30 @@ describe("gatehouse up, exec and sessions", () => {
     assert.match(show.stdout, /prompt {2}hello from exec/);
     assert.match(show.stdout, /answer {2}echo: hello from exec/);
     assert.match(show.stdout, /Sealed {6}\d+ events/);
+  });
+
+  test("sessions verify proves a record intact, and finds an event altered in the store", async () => {
+    const { items } = JSON.parse((await client(["sessions", "list", "--json"])).stdout) as {
+      items: Array<{ id: string; status: string }>;
+    };
+    const closed = items.find((s) => s.status === "closed");
+    assert.ok(closed);
+    const intact = await client(["sessions", "verify", closed.id]);
+    assert.equal(intact.code, 0, intact.stderr);
+    assert.match(intact.stdout, /Chain {7}\d+ events, unbroken/);
+    assert.match(intact.stdout, /Seal {8}valid, covers every event; signed by key/);
+    assert.match(intact.stdout, /record complete and unaltered/);
+
+    // Someone with write access to the database edits what the model answered.
+    const db = new Database(join(data(), "gatehouse.db"));
+    db.prepare(
+      "UPDATE events SET body = CAST('{\"forged\":true}' AS BLOB) WHERE session_id = ? AND kind = 'response.body'",
+    ).run([closed.id]);
+    db.close();
+    const altered = await client(["sessions", "verify", closed.id]);
+    assert.equal(altered.code, 1);
+    assert.match(altered.stdout, /Chain {7}BROKEN at event \d+: event \d+ does not match its hash/);
+    assert.match(altered.stdout, /NOT proven intact/);
   });
 
   test("the admin token and the store up created are readable by their owner only", async () => {
