@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   GATE_NOT_FOUND: { status: 404, blame: "caller" },
   GATE_CONNECTION_NOT_FOUND: { status: 404, blame: "caller" },
   GATE_BODY_TOO_LARGE: { status: 413, blame: "caller" },
+  GATE_RECORD_TOO_LARGE: { status: 413, blame: "caller" },
   /** Not sent to anyone: records that the client left before its response was complete. */
   GATE_CLIENT_GONE: { status: 499, blame: "caller" },
   GATE_CONFIG_INVALID: { status: 500, blame: "operator" },

@@ -39,6 +39,8 @@ export interface ApiDeps {
 }
 
 const EVENTS_PAGE = 500;
+/** A session view is built in memory; beyond this, it is read as its event stream instead. */
+const MAX_VIEW_BODY_BYTES = 256 * 1024 * 1024;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -137,11 +139,21 @@ export function createApi(deps: ApiDeps): Koa {
   router.get("/v1/sessions/:id", anyReader, async (ctx) => {
     const session = await sessions.get(recordId(ctx.params.id, "session"));
     const events: StoredEvent[] = [];
+    let bodyBytes = 0;
+    // A store may return short pages (it bounds the bytes it reads at once); only an empty page ends.
     for (let after = 0; ; ) {
       const page = await sessions.events(session.id, after, EVENTS_PAGE);
+      const last = page.at(-1);
+      if (last === undefined) break;
+      for (const event of page) bodyBytes += event.body?.byteLength ?? 0;
+      if (bodyBytes > MAX_VIEW_BODY_BYTES) {
+        throw new GatehouseError(
+          "GATE_RECORD_TOO_LARGE",
+          `session ${session.id} holds more than ${MAX_VIEW_BODY_BYTES / 1024 / 1024} MiB of bodies, too much to render as one document; read it as events with GET /v1/sessions/${session.id}/events`,
+        );
+      }
       events.push(...page);
-      if (page.length < EVENTS_PAGE) break;
-      after = page[page.length - 1]?.seq ?? after;
+      after = last.seq;
     }
     ctx.body = sessionView(session, events, now());
   });
@@ -221,7 +233,8 @@ async function* tail(
         cursor = event.seq;
         yield eventLine(event);
       }
-    } while (page.length === EVENTS_PAGE && !signal.aborted);
+      // Short pages are possible (a store bounds the bytes it reads at once); an empty one ends.
+    } while (page.length > 0 && !signal.aborted);
     if (!follow || over) return;
     await deps.feed.wait(id, deps.followPollMs, signal);
   }
