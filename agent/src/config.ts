@@ -6,6 +6,9 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 
+/** The largest `proxy.maxSseEventBytes`: the link's batch cap (link/link.ts `MAX_BATCH_BYTES`). */
+export const MAX_SSE_EVENT_BYTES = 8 * 1024 * 1024;
+
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
 const listenAddress = z
   .string()
@@ -25,11 +28,19 @@ export const proxyConfigSchema = z.strictObject({
     .int()
     .min(1024)
     .default(32 * 1024 * 1024),
-  /** Largest single server-sent event accepted from upstream. */
+  /**
+   * Largest single server-sent event accepted from upstream (default 4 MiB, at
+   * most 8 MiB). Each event is recorded whole, as one event sent to the control
+   * plane, so the bound keeps every recorded event within what one AgentLink
+   * message may carry.
+   */
   maxSseEventBytes: z
     .int()
     .min(1024)
-    .default(16 * 1024 * 1024),
+    .max(MAX_SSE_EVENT_BYTES, {
+      message: `at most ${MAX_SSE_EVENT_BYTES} (8 MiB): each event is recorded whole and must fit in one message to the control plane`,
+    })
+    .default(4 * 1024 * 1024),
   /** How long upstream may stay silent: before its response headers, or between body chunks. */
   upstreamIdleTimeoutSeconds: z.int().min(1).default(600),
 });

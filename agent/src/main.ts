@@ -90,7 +90,8 @@ function splitHostPort(address: string): { host: string; port: number } {
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const { config } = deps;
   const spoolDir = config.spool.dir ?? join(deps.dataDir, "spool");
-  await mkdir(spoolDir, { recursive: true });
+  // Spooled events hold prompts and responses: the directory is the agent user's alone.
+  await mkdir(spoolDir, { recursive: true, mode: 0o700 });
   const spool = await Spool.open({ dir: spoolDir, fsyncIntervalMs: config.spool.fsyncIntervalMs });
   const spoolLog = deps.log("agent.spool");
   if (spool.recovery.truncated)
@@ -101,7 +102,12 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       "unacknowledged events found; they will be resent",
     );
   }
-  spool.on("error", (error) => spoolLog.error({ err: error }, "the spool stopped accepting events"));
+  /** Why the spool stopped accepting events, once it has: the agent can record nothing more. */
+  let spoolFailure: string | null = null;
+  spool.on("error", (error) => {
+    spoolFailure = error.message;
+    spoolLog.error({ err: error }, "the spool stopped accepting events");
+  });
 
   const verifier = new TokenVerifier();
   let connections: ReadonlyMap<string, Connection__Output> | null = null;
@@ -131,6 +137,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     logger: deps.log("agent.proxy"),
     connections: () => connections,
     notReadyReason: () => {
+      if (spoolFailure) return `the spool failed, so exchanges cannot be recorded: ${spoolFailure}`;
       if (refused) return `the control plane refused this agent's token: ${refused}`;
       return connections
         ? null
@@ -197,8 +204,12 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         // What was recorded should reach the store now rather than at the next start.
         await within(running.whenDrained(), deadline - Date.now());
         await running.stop();
-        await spool.close();
-        await upstreams.close();
+        try {
+          // Rejects with the spool's write failure, if it had one; the pool is closed regardless.
+          await spool.close();
+        } finally {
+          await upstreams.close();
+        }
       })();
       return stopping;
     },

@@ -210,10 +210,20 @@ export async function sessionsEvents(client: GatehouseClient, id: string, follow
   for await (const chunk of res.body) process.stdout.write(chunk);
 }
 
-export async function agentsCreate(client: GatehouseClient, name: string, flags: ClientFlags): Promise<void> {
-  const created = await client.createAgent(name);
+export async function agentsCreate(
+  client: GatehouseClient,
+  name: string,
+  flags: ClientFlags & { connections: string[] },
+): Promise<void> {
+  const created = await client.createAgent(
+    name,
+    flags.connections.length > 0 ? { connections: flags.connections } : {},
+  );
   if (flags.json) return out(JSON.stringify(created, null, 2));
-  out(`agent ${created.name} (${created.id}) created. Its token, shown only now:\n\n${created.token}\n`);
+  const scope = created.connections === null ? "every connection" : created.connections.join(", ");
+  out(
+    `agent ${created.name} (${created.id}) created; it may serve ${scope}. Its token, shown only now:\n\n${created.token}\n`,
+  );
   out("Put it in a file readable only by the agent and set controlPlane.tokenFile to that file.");
 }
 

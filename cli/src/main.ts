@@ -31,7 +31,8 @@ const USAGE = `Usage:
   gatehouse sessions verify ID [--jwks FILE] [--json]
                                    prove a record complete and unaltered (exit 1 if not)
   gatehouse sessions close ID
-  gatehouse agents create NAME [--json]
+  gatehouse agents create NAME [--connection NAME]... [--json]
+                                   an agent account (default: it may serve every connection)
   gatehouse exec --connection NAME [--ttl SECONDS] [--label KEY=VALUE]... -- COMMAND [ARGS...]
 
 Client commands reach the control plane at --url, GATEHOUSE_URL or http://127.0.0.1:7070, with the
@@ -104,7 +105,16 @@ async function run(argv: string[], env: Readonly<Record<string, string | undefin
     }
     case "agents": {
       if (sub !== "create") throw new UsageError(`unknown agents command '${sub ?? ""}'; use create`);
-      await agentsCreate(await connect(flags, env), needArg("a name"), flags);
+      // --connection may repeat here (one per connection the account may serve); elsewhere it names one.
+      const connections = parseArgs({
+        args: argv,
+        options: { ...options, connection: { type: "string", multiple: true } },
+        allowPositionals: true,
+      }).values.connection;
+      await agentsCreate(await connect(flags, env), needArg("a name"), {
+        ...flags,
+        connections: connections ?? [],
+      });
       return 0;
     }
     case "exec": {

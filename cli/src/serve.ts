@@ -105,6 +105,7 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
       connections: file.connections,
       store: file.store,
       sessions: file.sessions,
+      signing: file.signing,
       http: { listen: flags.http ?? file.http.listen },
       grpc: { listen: flags.grpc ?? file.grpc.listen, tls: file.grpc.tls },
     },

@@ -61,6 +61,17 @@ export const controlPlaneConfigSchema = z.strictObject({
   grpc: z
     .strictObject({ listen: listenAddress.default("127.0.0.1:7071"), tls: tlsServer.optional() })
     .default({ listen: "127.0.0.1:7071" }),
+  signing: z
+    .strictObject({
+      /**
+       * File with the private key that signs session tokens and seals (an Ed25519
+       * JWK, 0600); made on first start. Default `<data dir>/signing-key.jwk`. Kept
+       * out of the store so that whoever can write records cannot re-sign them;
+       * replicas share it (mount the same secret).
+       */
+      keyFile: z.string().optional(),
+    })
+    .default({}),
   sessions: z
     .strictObject({
       /** Token lifetime when the caller asks for none. */

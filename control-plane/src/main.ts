@@ -13,6 +13,7 @@ import type { Registry } from "prom-client";
 import { AgentAccounts } from "./agents/accounts.js";
 import { buildAgentConfig } from "./agents/config.js";
 import { AgentRegistry } from "./agents/registry.js";
+import { RevocationRelay } from "./agents/revocations.js";
 import { createApi } from "./api/app.js";
 import type { ControlPlaneConfig } from "./config.js";
 import { createAgentLinkServer, listenAgentLink } from "./grpc/agent-link.js";
@@ -60,7 +61,11 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
   const { config } = deps;
   const now = deps.now ?? Date.now;
   const store = await SqliteStore.open({ path: config.store.path ?? join(deps.dataDir, "gatehouse.db") });
-  const keys = await SigningKeys.load(store, now());
+  const keys = await SigningKeys.load(
+    store,
+    config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"),
+    now(),
+  );
   const agents = new AgentRegistry();
   const feed = new SessionFeed();
   const metrics = createControlPlaneMetrics(deps.registry, agents);
@@ -73,7 +78,20 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
     limits: config.sessions,
     now,
   });
-  const accounts = new AgentAccounts({ store, registry: agents, now });
+  const accounts = new AgentAccounts({
+    store,
+    registry: agents,
+    connections: config.connections.map((c) => c.name),
+    now,
+  });
+  // Started before agents can link; passes closes made at other replicas on to this one's agents.
+  const revocations = new RevocationRelay({
+    store,
+    registry: agents,
+    now,
+    logger: deps.log("cp.revocations"),
+  });
+  await revocations.start();
 
   const grpcServer = createAgentLinkServer({
     store,
@@ -132,6 +150,7 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
       http.closeAllConnections();
       grpcServer.forceShutdown();
       await httpClosed;
+      await revocations.stop();
       await store.close();
     },
   };

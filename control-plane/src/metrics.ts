@@ -24,6 +24,11 @@ export function createControlPlaneMetrics(registry: Registry, agents: AgentRegis
       help: "Session events received again after they were stored (resent by an agent).",
       registers,
     }),
+    eventsForUnknownSessions: new Counter({
+      name: "gatehouse_cp_events_unknown_session_total",
+      help: "Session events stored for a session id the store has no session for (kept, not attached to a session).",
+      registers,
+    }),
     ingestSeconds: new Histogram({
       name: "gatehouse_cp_ingest_batch_duration_seconds",
       help: "Time to store one batch of events from an agent.",

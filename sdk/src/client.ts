@@ -77,6 +77,8 @@ export interface AgentAccount {
   /** When its token was revoked; null while it may link. */
   revokedAt: string | null;
   lastSeenAt: string | null;
+  /** Connections its agents may serve; null: every connection. */
+  connections: string[] | null;
   /** Links of this account to the control-plane replica that answered. */
   live: Array<{
     agentId: string;
@@ -149,8 +151,18 @@ export class GatehouseClient {
     return this.call("GET", "/v1/.well-known/jwks.json");
   }
 
-  createAgent(name: string): Promise<{ id: string; name: string; token: string }> {
-    return this.call("POST", "/v1/agents", { name });
+  /**
+   * Creates an agent account and returns its token (shown only here). With
+   * `connections`, its agents may serve and record for only those; by default, every connection.
+   */
+  createAgent(
+    name: string,
+    options: { connections?: string[] } = {},
+  ): Promise<{ id: string; name: string; connections: string[] | null; token: string }> {
+    return this.call("POST", "/v1/agents", {
+      name,
+      ...(options.connections ? { connections: options.connections } : {}),
+    });
   }
 
   listAgents(): Promise<{ items: AgentAccount[] }> {

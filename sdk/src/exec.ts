@@ -12,7 +12,8 @@ import type { OpenedSession } from "./client.js";
  * would send it around the gateway), and Gatehouse's own keys (which would let it
  * open sessions, read records or manage agents).
  */
-const WITHHELD = /^(ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL|ANTHROPIC_AUTH_TOKEN|GATEHOUSE_[A-Z0-9_]*(TOKEN|KEY))$/;
+const WITHHELD =
+  /^(ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL|ANTHROPIC_AUTH_TOKEN|GATEHOUSE_[A-Z0-9_]*(TOKEN|KEY))$/;
 
 /**
  * The environment a tool needs to use `session`: for Anthropic connections the

@@ -222,8 +222,39 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             sealedAt: T0 + MINUTE,
             jws: "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
           };
-          await store.setSeal(session.id, seal);
+          assert.deepEqual(await store.setSeal(session.id, seal), seal);
           assert.deepEqual(await store.getSession(session.id), { ...session, closedAt: T0 + MINUTE, seal });
+        }));
+
+      test("a seal only moves forward: one covering fewer events never replaces one covering more", () =>
+        withStore(async ({ store }) => {
+          // Regression: sealing on close and resealing after late events raced; the seal
+          // computed first (over fewer events) could be stored last and shorten the record
+          // the seal proves, so events stored after it failed verification.
+          const session = makeSession();
+          await store.insertSession(session);
+          await store.closeSession(session.id, T0 + MINUTE);
+          const seal = (count: number, sealedAt: number) => ({
+            count,
+            lastHash: count.toString(16).padStart(64, "0"),
+            sealedAt,
+            jws: `seal.${count}.${sealedAt}`,
+          });
+          const longer = seal(5, T0 + 2 * MINUTE);
+          assert.deepEqual(await store.setSeal(session.id, longer), longer);
+          const stale = seal(3, T0 + 3 * MINUTE);
+          assert.deepEqual(await store.setSeal(session.id, stale), longer, "the seal in effect is returned");
+          assert.deepEqual((await store.getSession(session.id))?.seal, longer);
+          // Covering as many or more events, a later seal does replace it.
+          const again = seal(5, T0 + 4 * MINUTE);
+          assert.deepEqual(await store.setSeal(session.id, again), again);
+          const further = seal(7, T0 + 5 * MINUTE);
+          assert.deepEqual(await store.setSeal(session.id, further), further);
+          assert.deepEqual((await store.getSession(session.id))?.seal, further);
+          await assert.rejects(
+            store.setSeal(sessionId(T0), longer),
+            (error: unknown) => isGatehouseError(error) && error.code === "GATE_NOT_FOUND",
+          );
         }));
 
       test("revoked sessions are those closed before expiry that have not yet expired", () =>
@@ -244,11 +275,44 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           const listed = await store.listRevokedSessions(now);
           assert.deepEqual(
             [...listed].sort((a, b) => (a.id < b.id ? -1 : 1)),
-            [revoked, revokedLaterExpiry, closedNow]
-              .map((s) => ({ id: s.id, expiresAt: s.expiresAt }))
+            [revoked, revokedLaterExpiry, { ...closedNow, closedAt: T0 + 3 * MINUTE }]
+              .map((s) => ({ id: s.id, expiresAt: s.expiresAt, closedAt: s.closedAt }))
               .sort((a, b) => (a.id < b.id ? -1 : 1)),
           );
           assert.deepEqual(await store.listRevokedSessions(T0 + 3 * HOUR), []);
+        }));
+
+      test("revoked sessions closed after a given time are listed in the order they were closed", () =>
+        withStore(async ({ store }) => {
+          // Each control-plane replica polls for sessions closed since its last look, so an
+          // agent linked to any replica learns of a close made at another.
+          const closedAt = [T0 + 3 * MINUTE, T0 + MINUTE, T0 + 2 * MINUTE, T0 + 4 * MINUTE];
+          const sessions = closedAt.map((at) => makeSession({ expiresAt: T0 + HOUR, closedAt: at }));
+          const expired = makeSession({ expiresAt: T0 + 20 * MINUTE, closedAt: T0 + 5 * MINUTE });
+          const open = makeSession({ expiresAt: T0 + HOUR });
+          for (const s of [...sessions, expired, open]) await store.insertSession(s);
+          const later = makeSession({ expiresAt: T0 + HOUR });
+          await store.insertSession(later);
+          await store.closeSession(later.id, T0 + 6 * MINUTE);
+          const now = T0 + 30 * MINUTE;
+          const record = (s: SessionRecord, at: number) => ({
+            id: s.id,
+            expiresAt: s.expiresAt,
+            closedAt: at,
+          });
+          assert.deepEqual(await store.listRevokedSessions(now, T0 + MINUTE), [
+            record(sessions[2] as SessionRecord, T0 + 2 * MINUTE),
+            record(sessions[0] as SessionRecord, T0 + 3 * MINUTE),
+            record(sessions[3] as SessionRecord, T0 + 4 * MINUTE),
+            record(later, T0 + 6 * MINUTE),
+          ]);
+          assert.deepEqual(await store.listRevokedSessions(now, T0 + 6 * MINUTE), []);
+          assert.equal((await store.listRevokedSessions(now, 0)).length, 5);
+          // A closed session is listed until its token expires (at T0 + 30 min, `expired` was not).
+          assert.deepEqual(
+            (await store.listRevokedSessions(T0 + 15 * MINUTE, T0 + 4 * MINUTE)).map((s) => s.id),
+            [expired.id, later.id],
+          );
         }));
     });
 
@@ -630,6 +694,7 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
         createdAt: T0 + n,
         revokedAt: null,
         lastSeenAt: null,
+        connections: null,
         ...overrides,
       });
 
@@ -644,6 +709,19 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             [...listed].sort((a, b) => (a.id < b.id ? -1 : 1)),
             [agent(1), agent(2)],
           );
+        }));
+
+      test("an agent's connection scope is kept with it: a list of names, or null for every connection", () =>
+        withStore(async ({ store }) => {
+          const scoped = agent(1, { connections: ["claude", "azure-repos"] });
+          await store.insertAgent(scoped);
+          await store.insertAgent(agent(2));
+          assert.deepEqual(await store.findAgentByTokenHash(scoped.tokenHash), scoped);
+          assert.equal((await store.findAgentByTokenHash(agent(2).tokenHash))?.connections, null);
+          assert.deepEqual(await store.revokeAgent(scoped.id, T0 + HOUR), {
+            ...scoped,
+            revokedAt: T0 + HOUR,
+          });
         }));
 
       test("a second agent with the same token hash is refused", () =>
@@ -687,13 +765,6 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             kid,
             alg: "EdDSA",
             publicJwk: { kty: "OKP", crv: "Ed25519", x: randomBytes(32).toString("base64url"), kid },
-            privateJwk: {
-              kty: "OKP",
-              crv: "Ed25519",
-              x: randomBytes(32).toString("base64url"),
-              d: randomBytes(32).toString("base64url"),
-              kid,
-            },
             createdAt,
           });
           const keys = [key("k2", T0 + 2 * HOUR), key("k0", T0), key("k1", T0 + HOUR)];
@@ -722,13 +793,13 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             createdAt: T0,
             revokedAt: null,
             lastSeenAt: T0 + 5,
+            connections: ["claude"],
           };
           await store.insertAgent(agent);
           const key: SigningKeyRecord = {
             kid: "k1",
             alg: "EdDSA",
             publicJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA" },
-            privateJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA", d: "BBBB" },
             createdAt: T0,
           };
           await store.insertSigningKey(key);
@@ -749,7 +820,7 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           assert.deepEqual(await again.findAgentByTokenHash(agent.tokenHash), agent);
           assert.deepEqual(await again.listSigningKeys(), [key]);
           assert.deepEqual(await again.listRevokedSessions(T0 + 2 * MINUTE), [
-            { id: sealed.id, expiresAt: sealed.expiresAt },
+            { id: sealed.id, expiresAt: sealed.expiresAt, closedAt: T0 + MINUTE },
           ]);
 
           const more = exchange(open.id, "x2", 4);

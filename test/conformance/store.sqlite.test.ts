@@ -8,6 +8,7 @@ import { describe, test } from "node:test";
 import { verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
 import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
+import Database from "libsql";
 import { storeSuite } from "./store-suite.js";
 
 /**
@@ -104,6 +105,76 @@ describe("SqliteStore: files, processes and crashes", () => {
       assert.equal((await second.chainTail("s1")).count, 1);
       await second.close();
       await first.close();
+    }));
+
+  test("a file written by schema version 1 opens, and its agents may serve every connection", () =>
+    inTempDir(async (dir) => {
+      // Version 2 added each agent account's connection scope; accounts made before
+      // it had none, so they keep serving every connection, as they did.
+      const path = join(dir, "gatehouse.db");
+      const first = await SqliteStore.open({ path });
+      const agent = {
+        id: "agent-1",
+        name: "pool",
+        tokenHash: "ab".repeat(32),
+        createdAt: 1,
+        revokedAt: null,
+        lastSeenAt: null,
+        connections: null,
+      };
+      await first.insertAgent(agent);
+      await first.close();
+      // The same file as version 1 left it: no connections column, private keys in the store.
+      const raw = new Database(path);
+      raw.exec(
+        "ALTER TABLE agents DROP COLUMN connections; ALTER TABLE signing_keys ADD COLUMN private_jwk TEXT NOT NULL DEFAULT '{}'; PRAGMA user_version = 1;",
+      );
+      raw.close();
+
+      const store = await SqliteStore.open({ path });
+      try {
+        assert.deepEqual(await store.findAgentByTokenHash(agent.tokenHash), agent);
+        const scoped = { ...agent, id: "agent-2", tokenHash: "cd".repeat(32), connections: ["claude"] };
+        await store.insertAgent(scoped);
+        assert.deepEqual(await store.findAgentByTokenHash(scoped.tokenHash), scoped);
+      } finally {
+        await store.close();
+      }
+      const check = new Database(path);
+      const version = check.prepare("PRAGMA user_version").get([]) as { user_version: number };
+      assert.equal(version.user_version, 3, "the file is marked as the current version");
+      check.close();
+    }));
+
+  test("a file written by schema version 2 loses its private signing keys and keeps the public ones", () =>
+    inTempDir(async (dir) => {
+      // Version 3 moved private keys out of the store (into the control plane's key
+      // file), so that whoever can write records cannot re-sign them.
+      const path = join(dir, "gatehouse.db");
+      const first = await SqliteStore.open({ path });
+      const key = {
+        kid: "k1",
+        alg: "EdDSA" as const,
+        publicJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA" },
+        createdAt: 1,
+      };
+      await first.insertSigningKey(key);
+      await first.close();
+      const raw = new Database(path);
+      raw.exec(
+        `ALTER TABLE signing_keys ADD COLUMN private_jwk TEXT NOT NULL DEFAULT '{"d":"private"}'; PRAGMA user_version = 2;`,
+      );
+      raw.close();
+
+      const store = await SqliteStore.open({ path });
+      assert.deepEqual(await store.listSigningKeys(), [key]);
+      await store.close();
+      const check = new Database(path);
+      const columns = (
+        check.prepare("PRAGMA table_info(signing_keys)").all([]) as Array<{ name: string }>
+      ).map((c) => c.name);
+      check.close();
+      assert.ok(!columns.includes("private_jwk"), `columns: ${columns.join(", ")}`);
     }));
 
   test("a closed store refuses calls as unavailable", () =>

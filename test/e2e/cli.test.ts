@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -143,11 +143,16 @@ describe("gatehouse up, exec and sessions", () => {
     assert.match(altered.stdout, /NOT proven intact/);
   });
 
-  test("the admin token and the store up created are readable by their owner only", async () => {
-    for (const file of ["admin-token", "gatehouse.db", "gatehouse.db-wal"]) {
+  test("the admin token, signing key and store up created are readable by their owner only", async () => {
+    for (const file of ["admin-token", "signing-key.jwk", "gatehouse.db", "gatehouse.db-wal"]) {
       assert.equal((await stat(join(data(), file))).mode & 0o777, 0o600, file);
     }
     assert.equal((await stat(data())).mode & 0o777, 0o700);
+    // The private key is not in the store: whoever can write records cannot re-sign them.
+    const { d } = JSON.parse(await readFile(join(data(), "signing-key.jwk"), "utf8")) as { d: string };
+    for (const file of ["gatehouse.db", "gatehouse.db-wal"]) {
+      assert.ok(!(await readFile(join(data(), file))).includes(d), `${file} holds no private key`);
+    }
   });
 
   test("Claude Code runs through exec and its conversation is recorded", async () => {
@@ -213,6 +218,9 @@ describe("gatehouse up, exec and sessions", () => {
     await server.waitFor(/Gatehouse is up/);
     const after = JSON.parse((await client(["sessions", "list", "--json"])).stdout) as { items: unknown[] };
     assert.deepEqual(after.items, before.items);
+    // Seals made before the restart still verify with the keys published after it.
+    const sealed = (after.items as Array<{ id: string; status: string }>).find((s) => s.status === "closed");
+    assert.equal((await client(["sessions", "verify", sealed?.id ?? ""])).code, 0);
   });
 });
 

@@ -5,20 +5,36 @@
  * the real Anthropic SDK and read back over REST.
  */
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type Anthropic from "@anthropic-ai/sdk";
 import { APIError } from "@anthropic-ai/sdk";
-import { AgentLinkClient, type LinkSpool } from "@gatehouse/agent/link/link.js";
+import { agentConfigSchema } from "@gatehouse/agent";
+import { MAX_SSE_EVENT_BYTES } from "@gatehouse/agent/config.js";
+import { AgentLinkClient, type LinkSpool, MAX_BATCH_BYTES } from "@gatehouse/agent/link/link.js";
 import { Spool } from "@gatehouse/agent/spool/spool.js";
+import { controlPlaneConfigSchema, startControlPlane } from "@gatehouse/control-plane";
 import { buildAgentConfig } from "@gatehouse/control-plane/agents/config.js";
-import { createAgentLinkServer, listenAgentLink } from "@gatehouse/control-plane/grpc/agent-link.js";
+import {
+  type AgentLinkDeps,
+  createAgentLinkServer,
+  listenAgentLink,
+  MAX_AGENT_MESSAGE_BYTES,
+} from "@gatehouse/control-plane/grpc/agent-link.js";
 import { SigningKeys } from "@gatehouse/control-plane/identity/signing-keys.js";
 import { createControlPlaneMetrics } from "@gatehouse/control-plane/metrics.js";
 import { verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
 import type { StoredEvent } from "@gatehouse/control-plane/store/types.js";
+import {
+  type ControlMessage__Output,
+  loadAgentLink,
+  type SessionEvent,
+  sessionEventCodec,
+} from "@gatehouse/proto";
 import * as grpc from "@grpc/grpc-js";
 import { Registry } from "prom-client";
 import { type LogEntry, TestGatehouse, UPSTREAM_KEY_ENV } from "../support/gatehouse.js";
@@ -88,16 +104,25 @@ function bareLink(
   name: string,
   address: string,
   spool: LinkSpool,
-  options: { initialBackoffMs?: number; maxBackoffMs?: number } = {},
+  options: {
+    initialBackoffMs?: number;
+    maxBackoffMs?: number;
+    /** The agent token (default: the harness agent's). */
+    token?: string;
+    /** Connections the hello asks to serve (default: none named, so all it may). */
+    connections?: string[];
+    onRefused?: (reason: string) => void;
+  } = {},
 ): AgentLinkClient {
+  const { token, connections, ...rest } = options;
   return new AgentLinkClient({
     address,
-    token: gh.agentToken,
+    token: token ?? gh.agentToken,
     hello: {
       agentId: name,
       version: "test",
       capabilities: [],
-      connections: [],
+      connections: connections ?? [],
       proxyUrl: "http://127.0.0.1:9",
     },
     spool,
@@ -105,8 +130,99 @@ function bareLink(
     onConfig: () => {},
     onRevocation: () => {},
     onRefused: () => {},
-    ...options,
+    ...rest,
   });
+}
+
+/**
+ * A spool in memory that holds encoded events exactly as given, so a test can
+ * send what the agent's own spool would never hold: events of a newer agent,
+ * corrupt bytes, records above today's limits. Seq n is `records[n - 1]`.
+ */
+class MemorySpool extends EventEmitter<{ written: [number] }> implements LinkSpool {
+  readonly records: Uint8Array[] = [];
+  ackedSeq = 0;
+
+  get lastWrittenSeq(): number {
+    return this.records.length;
+  }
+
+  get pending(): number {
+    return this.records.length - this.ackedSeq;
+  }
+
+  /** Adds records (encoded events, or any bytes) and tells the link. */
+  write(...payloads: Uint8Array[]): void {
+    this.records.push(...payloads);
+    this.emit("written", this.records.length);
+  }
+
+  async read(fromSeq: number, maxRecords: number, maxBytes: number) {
+    const out: Array<{ seq: number; payload: Uint8Array }> = [];
+    let bytes = 0;
+    for (let seq = Math.max(fromSeq, this.ackedSeq + 1); seq <= this.records.length; seq++) {
+      const payload = this.records[seq - 1] ?? new Uint8Array();
+      if (out.length >= maxRecords || (out.length > 0 && bytes + payload.length + 16 > maxBytes)) break;
+      out.push({ seq, payload });
+      bytes += payload.length + 16;
+    }
+    return out;
+  }
+
+  async ack(upToSeq: number): Promise<void> {
+    this.ackedSeq = Math.max(this.ackedSeq, Math.min(upToSeq, this.records.length));
+  }
+}
+
+/** An encoded SessionEvent: `payload` is one of its payload fields, e.g. `{ exchangeEnd: {...} }`. */
+function encoded(
+  sessionId: string,
+  exchangeId: string,
+  index: number,
+  payload: Partial<SessionEvent>,
+): Uint8Array {
+  return sessionEventCodec.encode({
+    id: `${exchangeId}:${index}`,
+    sessionId,
+    exchangeId,
+    timeUnixMicros: Date.now() * 1000,
+    ...payload,
+  });
+}
+
+/**
+ * A second AgentLink server on the harness's store, registry and sessions, as
+ * another replica would have, with `overrides` for what a test needs to differ.
+ */
+async function linkReplica(
+  gh: TestGatehouse,
+  name: string,
+  overrides: Partial<AgentLinkDeps> = {},
+): Promise<{ address: string; server: grpc.Server }> {
+  const keys = await SigningKeys.load(gh.cp.store, join(gh.dir, "signing-key.jwk"), Date.now());
+  const connections = [
+    {
+      name: "claude",
+      type: "anthropic" as const,
+      upstream: gh.fake.url,
+      credential: { env: UPSTREAM_KEY_ENV },
+    },
+  ];
+  const server = createAgentLinkServer({
+    store: gh.cp.store,
+    sessions: gh.cp.sessions,
+    registry: gh.cp.agents,
+    agentConfig: (served) => buildAgentConfig({ connections, keys, store: gh.cp.store }, served, Date.now()),
+    controlPlaneId: name,
+    heartbeatIntervalMs: 10_000,
+    helloTimeoutMs: 10_000,
+    metrics: createControlPlaneMetrics(new Registry(), gh.cp.agents),
+    logger: gh.logs.root.child({ component: "cp.link", replica: name }),
+    now: Date.now,
+    ...overrides,
+  });
+  const port = await listenAgentLink(server, "127.0.0.1:0");
+  return { address: `127.0.0.1:${port}`, server };
 }
 
 /** A request-head event of a session, as the proxy would record it. */
@@ -454,7 +570,7 @@ describe("AgentLink", () => {
     // A second AgentLink server on the same store and registry whose welcome is slow
     // to build: the session is closed after its revocation list was read and before
     // the welcome is sent, the window in which the close's broadcast used to miss the agent.
-    const keys = await SigningKeys.load(gh.cp.store, Date.now());
+    const keys = await SigningKeys.load(gh.cp.store, join(gh.dir, "signing-key.jwk"), Date.now());
     const connections = [
       {
         name: "claude",
@@ -627,6 +743,516 @@ describe("AgentLink", () => {
     } finally {
       await gh.stop();
       await relay.close();
+    }
+  });
+
+  describe("event size", () => {
+    test("a batch holds at most the byte cap of records, unless it is a single record", LIMIT, async () => {
+      // Regression: the spool's read stopped only once it had passed maxBytes, so a large
+      // event joined a nearly full batch, and the batch outgrew what the control plane accepts.
+      const MB = 1_000_000;
+      const sizes = [3 * MB, 6 * MB, 10 * MB, 100];
+      for (const memoryBytes of [undefined, 0]) {
+        const dir = await mkdtemp(join(tmpdir(), "gatehouse-spool-"));
+        // memoryBytes 0: every read goes to the segment files.
+        const spool = await Spool.open({ dir, ...(memoryBytes === undefined ? {} : { memoryBytes }) });
+        try {
+          sizes.forEach((size, i) => {
+            spool.append({
+              id: `x:${i}`,
+              sessionId: "s",
+              exchangeId: "x",
+              timeUnixMicros: 1,
+              requestBody: { data: Buffer.alloc(size, 97) },
+            });
+          });
+          await spool.flushed();
+          const batches: number[][] = [];
+          for (let next = 1; next <= spool.lastWrittenSeq; ) {
+            const batch = await spool.read(next, 1000, MAX_BATCH_BYTES);
+            const bytes = batch.reduce((sum, r) => sum + r.payload.length + 16, 0);
+            assert.ok(batch.length === 1 || bytes <= MAX_BATCH_BYTES, `a batch of ${bytes} bytes`);
+            batches.push(batch.map((r) => r.seq));
+            next = (batch.at(-1)?.seq ?? next) + 1;
+          }
+          // 3 MB + 6 MB pass the 8 MiB cap, so each leaves alone; 10 MB is over it on its own.
+          assert.deepEqual(batches, [[1], [2], [3], [4]], `memoryBytes ${String(memoryBytes)}`);
+        } finally {
+          await spool.close();
+          await rm(dir, { recursive: true, force: true });
+        }
+      }
+    });
+
+    test(
+      "an event too large to share a batch is stored, and the events behind it are not held back",
+      LIMIT,
+      async () => {
+        // Regression: a 3.9 MB body chunk and a 15 MB server-sent event (recorded when the
+        // agent allowed 16 MiB events) left in one 19 MB batch; the control plane refused
+        // it (RESOURCE_EXHAUSTED) on every retry, and nothing recorded after it was stored.
+        const gh = await TestGatehouse.start();
+        try {
+          const session = await gh.openSession();
+          const spool = gh.agent.spool;
+          const exchangeId = randomUUID();
+          const event = (index: number, payload: Partial<SessionEvent>) => ({
+            id: `${exchangeId}:${index}`,
+            sessionId: session.id,
+            exchangeId,
+            timeUnixMicros: Date.now() * 1000,
+            ...payload,
+          });
+          // Recorded while the control plane is away, so that the link reads them all at once.
+          const lost = gh.agent.link.whenState("backoff");
+          await gh.cp.stop();
+          await lost;
+          spool.append(event(0, { requestBody: { data: Buffer.alloc(3_900_000, 97) } }));
+          spool.append(event(1, { sse: { event: "content_block_delta", data: "a".repeat(15_000_000) } }));
+          spool.append(event(2, { exchangeEnd: { outcome: "OUTCOME_COMPLETED", status: 200 } }));
+          await spool.flushed();
+          await gh.startControlPlane();
+          await gh.agent.link.whenState("ready");
+          await gh.agent.link.whenDrained();
+          assert.equal(spool.pending, 0);
+          const stored = await gh.cp.store.readEvents(session.id, 0, 10);
+          assert.deepEqual(
+            stored.map((e) => e.kind),
+            ["request.body", "response.sse", "exchange.end"],
+          );
+          assert.equal(String(stored[1]?.attrs.data).length, 15_000_000);
+        } finally {
+          await gh.stop();
+        }
+      },
+    );
+
+    test("proxy.maxSseEventBytes is bounded so that its largest event fits one link message", () => {
+      // Regression: the default (16 MiB) let one recorded event outgrow the control plane's
+      // receive limit, and the agent resent it for ever.
+      const base = { controlPlane: { address: "127.0.0.1:7071" } };
+      assert.equal(agentConfigSchema.parse(base).proxy.maxSseEventBytes, 4 * 1024 * 1024);
+      assert.equal(MAX_SSE_EVENT_BYTES, MAX_BATCH_BYTES);
+      const tooBig = agentConfigSchema.safeParse({
+        ...base,
+        proxy: { maxSseEventBytes: MAX_SSE_EVENT_BYTES + 1 },
+      });
+      assert.equal(tooBig.success, false);
+      assert.deepEqual(tooBig.error?.issues[0]?.path, ["proxy", "maxSseEventBytes"]);
+      assert.match(String(tooBig.error?.issues[0]?.message), /8 MiB/);
+      // The largest event the proxy may record, with the longest ids it gives, goes as a single record.
+      const largest = encoded(randomUUID(), randomUUID(), 2 ** 31, {
+        sse: { event: "content_block_delta".padEnd(64, "x"), data: "x".repeat(MAX_SSE_EVENT_BYTES) },
+      });
+      assert.ok(largest.length + 64 < MAX_AGENT_MESSAGE_BYTES / 2, `${largest.length} bytes`);
+    });
+  });
+
+  describe("events the control plane cannot translate", () => {
+    test(
+      "an event with a payload this version does not know is stored as unrecognized, chained, and left out of views",
+      LIMIT,
+      async () => {
+        // Regression: such an event (from a newer agent) was refused with the whole batch,
+        // on every retry, so the agent's recording stopped there for good.
+        const gh = await TestGatehouse.start();
+        const spool = new MemorySpool();
+        const link = bareLink(gh, "newer-agent", gh.cp.grpcAddress, spool);
+        try {
+          const session = await gh.openSession();
+          const x = randomUUID();
+          // Field 16 of SessionEvent, length-delimited: a payload added after this version.
+          const newer = Buffer.concat([encoded(session.id, x, 1, {}), Buffer.from([0x82, 0x01, 3, 1, 2, 3])]);
+          const alone = Buffer.concat([
+            encoded(session.id, randomUUID(), 0, {}),
+            Buffer.from([0x82, 0x01, 0]),
+          ]);
+          spool.write(
+            encoded(session.id, x, 0, {
+              requestHead: {
+                connection: "claude",
+                method: "GET",
+                path: "/v1/models",
+                headers: [],
+                kind: "anthropic.models",
+              },
+            }),
+            newer,
+            encoded(session.id, x, 2, { exchangeEnd: { outcome: "OUTCOME_COMPLETED", status: 200 } }),
+            alone,
+          );
+          link.start();
+          await link.whenState("ready");
+          await link.whenDrained();
+          assert.equal(spool.pending, 0, "everything was acknowledged");
+
+          const events = await restEvents(gh, session.id);
+          assertWholeChain(events);
+          assert.deepEqual(
+            events.map((e) => e.kind),
+            ["request.head", "unrecognized", "exchange.end", "unrecognized"],
+          );
+          const kept = events[1];
+          assert.deepEqual(kept?.attrs, {}, "the payload's name is not known to this version");
+          assert.equal(Buffer.from(kept?.body ?? []).toString("hex"), newer.toString("hex"), "kept as sent");
+          const view = await gh.admin.getSession(session.id);
+          assert.deepEqual(
+            view.exchanges.map((e) => [e.id, e.outcome]),
+            [[x, "completed"]],
+            "views show the exchange and nothing for unrecognized events",
+          );
+        } finally {
+          await link.stop();
+          await gh.stop();
+        }
+      },
+    );
+
+    test(
+      "refusals that retrying cannot cure are logged as errors saying what to do, and retried slowly",
+      LIMIT,
+      async () => {
+        // Regression: a corrupt event (INVALID_ARGUMENT) or a message over the control plane's
+        // limit (RESOURCE_EXHAUSTED) was retried at the quickest pace as if the network had
+        // failed, logged as a warning, and did not say which event or what to do.
+        const gh = await TestGatehouse.start();
+        try {
+          const session = await gh.openSession();
+          const cases = [
+            {
+              name: "corrupt",
+              // A varint field (4, the time) whose value is missing.
+              record: Buffer.from([0x20]),
+              code: grpc.status.INVALID_ARGUMENT,
+              reason: /event 1 of the batch from spool seq 1 \(seq 2\) is not an encoded SessionEvent/,
+              msg: /upgrade the older one/,
+            },
+            {
+              name: "oversized",
+              record: encoded(session.id, randomUUID(), 0, {
+                requestBody: { data: Buffer.alloc(MAX_AGENT_MESSAGE_BYTES + 1) },
+              }),
+              code: grpc.status.RESOURCE_EXHAUSTED,
+              reason: /larger than max/,
+              msg: /control plane at least as new/,
+            },
+          ];
+          for (const c of cases) {
+            const spool = new MemorySpool();
+            spool.write(
+              encoded(session.id, randomUUID(), 0, { exchangeEnd: { outcome: "OUTCOME_COMPLETED" } }),
+            );
+            spool.write(c.record);
+            const link = bareLink(gh, c.name, gh.cp.grpcAddress, spool, {
+              initialBackoffMs: 1,
+              maxBackoffMs: 60_000,
+            });
+            const mark = gh.logs.lines.length;
+            try {
+              link.start();
+              const ended = await gh.logs.waitFor((e) => e.agent === c.name && linkLost(e), mark);
+              assert.equal(ended.code, c.code, c.name);
+              assert.match(String(ended.reason), c.reason, c.name);
+              assert.equal(ended.level, 50, `${c.name}: logged as an error`);
+              assert.match(String(ended.msg), c.msg, c.name);
+              assert.ok(Number(ended.retryInMs) >= 30_000, `${c.name}: retried at the slowest pace`);
+              assert.ok(spool.ackedSeq < 2, `${c.name}: the refused event is not acknowledged`);
+            } finally {
+              await link.stop();
+            }
+          }
+        } finally {
+          await gh.stop();
+        }
+      },
+    );
+  });
+
+  describe("connection scope", () => {
+    let gh: TestGatehouse;
+    before(async () => {
+      gh = await TestGatehouse.start({
+        connections: [
+          {
+            name: "ledger",
+            type: "anthropic",
+            upstream: "http://127.0.0.1:9",
+            credential: { env: "UNUSED" },
+          },
+        ],
+      });
+    });
+    after(() => gh.stop());
+
+    test(
+      "an agent asking to serve connections outside its account's scope is refused, naming them",
+      LIMIT,
+      async () => {
+        const account = await gh.admin.createAgent("claude-only", { connections: ["claude"] });
+        const spool = new MemorySpool();
+        let refusedWith = "";
+        const greedy = bareLink(gh, "greedy", gh.cp.grpcAddress, spool, {
+          token: account.token,
+          connections: ["claude", "ledger"],
+          onRefused: (reason) => {
+            refusedWith = reason;
+          },
+        });
+        const modest = bareLink(gh, "modest", gh.cp.grpcAddress, spool, { token: account.token });
+        try {
+          const mark = gh.logs.lines.length;
+          greedy.start();
+          const ended = await gh.logs.waitFor((e) => e.agent === "greedy" && linkLost(e), mark);
+          assert.equal(ended.code, grpc.status.PERMISSION_DENIED);
+          assert.match(String(ended.reason), /may serve 'claude', not 'ledger'/);
+          assert.match(String(ended.msg), /agent\.connections/);
+          assert.match(refusedWith, /'ledger'/, "the agent stops serving and says why");
+          assert.ok(!gh.cp.agents.list().some((a) => a.agentId === "greedy"), "never registered");
+
+          // Naming nothing, an agent serves its account's scope, not every connection.
+          modest.start();
+          await modest.whenState("ready");
+          const live = gh.cp.agents.list().find((a) => a.agentId === "modest");
+          assert.deepEqual(live?.connections, ["claude"]);
+        } finally {
+          await greedy.stop();
+          await modest.stop();
+        }
+      },
+    );
+
+    test(
+      "events for a session outside the scope are refused; events for an unknown session are stored and counted",
+      LIMIT,
+      async () => {
+        const account = await gh.admin.createAgent("ledger-recorder", { connections: ["ledger"] });
+        const claudeSession = await gh.openSession("claude");
+        const outside = new MemorySpool();
+        outside.write(
+          encoded(claudeSession.id, randomUUID(), 0, { exchangeEnd: { outcome: "OUTCOME_COMPLETED" } }),
+        );
+        const intruder = bareLink(gh, "intruder", gh.cp.grpcAddress, outside, { token: account.token });
+        const ghost = randomUUID();
+        const orphans = new MemorySpool();
+        const x = randomUUID();
+        orphans.write(
+          encoded(ghost, x, 0, { requestBody: { data: Buffer.from("kept") } }),
+          encoded(ghost, x, 1, { exchangeEnd: { outcome: "OUTCOME_COMPLETED" } }),
+        );
+        const recorder = bareLink(gh, "recorder", gh.cp.grpcAddress, orphans, { token: account.token });
+        try {
+          // Regression: any agent account could write into any session's record.
+          const mark = gh.logs.lines.length;
+          intruder.start();
+          const ended = await gh.logs.waitFor((e) => e.agent === "intruder" && linkLost(e), mark);
+          assert.equal(ended.code, grpc.status.PERMISSION_DENIED);
+          assert.match(
+            String(ended.reason),
+            new RegExp(`session ${claudeSession.id} of connection 'claude'`),
+          );
+          assert.equal(outside.ackedSeq, 0);
+          assert.deepEqual(await gh.cp.store.readEvents(claudeSession.id, 0, 10), [], "nothing was stored");
+
+          // Events are never lost for want of a session record, but an operator hears of them.
+          const before = await metric(gh, "gatehouse_cp_events_unknown_session_total");
+          recorder.start();
+          await recorder.whenState("ready");
+          await recorder.whenDrained();
+          assert.equal(orphans.pending, 0);
+          assert.equal((await gh.cp.store.readEvents(ghost, 0, 10)).length, 2);
+          assert.equal(await metric(gh, "gatehouse_cp_events_unknown_session_total"), before + 2);
+          const warned = await gh.logs.waitFor((e) => e.component === "cp.link" && e.sessionId === ghost);
+          assert.equal(warned.level, 40);
+          assert.equal(warned.events, 2);
+        } finally {
+          await intruder.stop();
+          await recorder.stop();
+        }
+      },
+    );
+  });
+
+  test(
+    "a session closed at one control-plane replica is refused by agents linked to another",
+    LIMIT,
+    async () => {
+      // Regression: only the agents of the replica that closed the session were told;
+      // an agent linked to another replica accepted the token until it relinked.
+      const gh = await TestGatehouse.start();
+      const replica = await startControlPlane({
+        config: controlPlaneConfigSchema.parse({
+          connections: [
+            {
+              name: "claude",
+              type: "anthropic",
+              upstream: gh.fake.url,
+              credential: { env: UPSTREAM_KEY_ENV },
+            },
+          ],
+          http: { listen: "127.0.0.1:0" },
+          grpc: { listen: "127.0.0.1:0" },
+        }),
+        // The same data directory: the replicas share one store.
+        dataDir: gh.dir,
+        log: (component) => gh.logs.root.child({ component, replica: "b" }),
+        registry: new Registry(),
+      });
+      try {
+        const agent = await gh.startExtraAgent("on-replica-b", { address: replica.grpcAddress });
+        const session = await gh.openSession();
+        const client = gh.anthropic({ ...session, proxyUrl: `${agent.proxyUrl}/c/claude` });
+        await ask(client, "before the close");
+        const revoked = new Promise<void>((resolve) => {
+          const listener = (ids: string[]) => {
+            if (!ids.includes(session.id)) return;
+            agent.verifier.off("revoked", listener);
+            resolve();
+          };
+          agent.verifier.on("revoked", listener);
+        });
+        await gh.admin.closeSession(session.id);
+        await revoked;
+        const error = await ask(client, "after the close").then(
+          () => assert.fail("a closed session's token must be refused"),
+          (e: unknown) => e,
+        );
+        assert.ok(error instanceof APIError);
+        assert.equal(error.status, 401);
+        assert.equal(gh.fake.requests.length, 1, "the refused request never went upstream");
+      } finally {
+        await replica.stop();
+        await gh.stop();
+      }
+    },
+  );
+
+  test("an agent token revoked while its link is being set up does not stay linked", LIMIT, async () => {
+    // Regression: revoking between the link's token check and its registration ended no
+    // stream (none was registered yet), and the link then served on with a revoked token.
+    const gh = await TestGatehouse.start();
+    const account = await gh.admin.createAgent("revoked-mid-handshake");
+    let revokeMidHandshake: (() => Promise<unknown>) | null = () => gh.cp.accounts.revoke(account.id);
+    const { address, server } = await linkReplica(gh, "racy", {
+      store: {
+        getSession: (id) => gh.cp.store.getSession(id),
+        touchAgent: (id, at) => gh.cp.store.touchAgent(id, at),
+        findAgentByTokenHash: async (hash) => {
+          const found = await gh.cp.store.findAgentByTokenHash(hash);
+          const revoke = revokeMidHandshake;
+          revokeMidHandshake = null;
+          await revoke?.();
+          return found;
+        },
+      },
+    });
+    try {
+      const mark = gh.logs.lines.length;
+      const agent = await gh.startExtraAgent("revoked-mid-handshake", {
+        token: account.token,
+        address,
+        waitForLink: false,
+      });
+      const linked = agent.link.whenState("ready").then(() => "linked");
+      const refused = gh.logs
+        .waitFor((e) => e.agent === "revoked-mid-handshake" && linkLost(e), mark)
+        .then((e) => e.code);
+      assert.equal(await Promise.race([linked, refused]), grpc.status.UNAUTHENTICATED);
+      assert.equal(revokeMidHandshake, null, "the token was revoked during the handshake");
+      assert.ok(!gh.cp.agents.list().some((a) => a.accountId === account.id), "not registered");
+    } finally {
+      await gh.stop();
+      server.forceShutdown();
+    }
+  });
+
+  test("a link that falls silent is ended; one that heartbeats stays", LIMIT, async () => {
+    // Regression: a link whose agent stopped sending (hung, or its network path gone
+    // without a reset) stayed registered for ever, and the control plane kept handing
+    // out its proxy URL.
+    const gh = await TestGatehouse.start();
+    const heartbeatIntervalMs = 100;
+    const { address, server } = await linkReplica(gh, "watchful", { heartbeatIntervalMs });
+    const client = new (loadAgentLink().AgentLink)(address, grpc.credentials.createInsecure());
+    const spool = new MemorySpool();
+    const alive = bareLink(gh, "alive", address, spool);
+    try {
+      alive.start();
+      await alive.whenState("ready");
+      let lost = false;
+      alive.onState((state) => {
+        if (state !== "ready") lost = true;
+      });
+
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", `Bearer ${gh.agentToken}`);
+      const silent = client.Connect(metadata);
+      const welcomed = new Promise<void>((resolve) => {
+        silent.once("data", (m: ControlMessage__Output) => {
+          if (m.welcome) resolve();
+        });
+      });
+      const ended = new Promise<grpc.ServiceError>((resolve) => silent.on("error", resolve));
+      const started = Date.now();
+      silent.write({
+        hello: {
+          agentId: "silent",
+          version: "test",
+          capabilities: [],
+          connections: [],
+          proxyUrl: "http://127.0.0.1:9",
+        },
+      });
+      await welcomed;
+      assert.ok(gh.cp.agents.list().some((a) => a.agentId === "silent"));
+      // Says hello, then nothing.
+      const error = await ended;
+      assert.equal(error.code, grpc.status.UNAVAILABLE);
+      assert.match(error.details, /no message from the agent in \d+ ms/);
+      assert.ok(Date.now() - started >= 3 * heartbeatIntervalMs, "not before three heartbeats were missed");
+      await gh.logs.waitFor((e) => e.msg === "agent disconnected" && e.agentId === "silent");
+      assert.ok(!gh.cp.agents.list().some((a) => a.agentId === "silent"), "no longer counted as linked");
+      assert.equal(lost, false, "the heartbeating link was never ended");
+      assert.equal(alive.state, "ready");
+    } finally {
+      await alive.stop();
+      client.close();
+      server.forceShutdown();
+      await gh.stop();
+    }
+  });
+
+  test("a welcome without a configuration is a protocol error: the agent relinks", LIMIT, async () => {
+    // Regression: the link ignored such a welcome and waited on that stream for ever,
+    // neither ready nor retrying.
+    const gh = await TestGatehouse.start();
+    const server = new grpc.Server();
+    let calls = 0;
+    server.addService(loadAgentLink().AgentLink.service, {
+      Connect: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        calls += 1;
+        call.on("error", () => {});
+        call.write({
+          welcome: {
+            controlPlaneId: `answer-${calls}`,
+            heartbeatIntervalMs: 10_000,
+            ...(calls === 1 ? {} : { config: { connections: [], tokenKeys: [], revoked: [] } }),
+          },
+        });
+      },
+    });
+    const port = await listenAgentLink(server, "127.0.0.1:0");
+    const link = bareLink(gh, "configless", `127.0.0.1:${port}`, new MemorySpool(), { initialBackoffMs: 1 });
+    try {
+      const mark = gh.logs.lines.length;
+      link.start();
+      await link.whenState("ready");
+      assert.equal(calls, 2, "ready only after a second, complete welcome");
+      const logged = await gh.logs.waitFor((e) => e.agent === "configless" && e.level === 50, mark);
+      assert.match(String(logged.msg), /welcome carried no configuration/);
+    } finally {
+      await link.stop();
+      server.forceShutdown();
+      await gh.stop();
     }
   });
 });

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { request as httpRequest } from "node:http";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
@@ -75,7 +76,8 @@ describe("agent refusals and failures", () => {
   });
   after(() => gh.stop());
 
-  test("an unknown connection is 404, naming the connections there are", async () => {
+  test("an unknown connection is 404 and does not list the agent's connections", async () => {
+    // Regression: the message listed every connection name to anyone, before authentication.
     const session = await gh.openSession();
     const client = new Anthropic({
       baseURL: session.proxyUrl.replace("/c/claude", "/c/nope"),
@@ -87,10 +89,37 @@ describe("agent refusals and failures", () => {
       assert.ok(error instanceof Anthropic.NotFoundError);
       assert.match(
         error.message,
-        /GATE_CONNECTION_NOT_FOUND.*connection 'nope' not found on this agent; known: claude/,
+        /GATE_CONNECTION_NOT_FOUND.*connection 'nope' not found on this agent; check the proxy URL the session gave you/,
       );
+      for (const name of ["claude", "other", "down", "nokey"]) {
+        assert.ok(!error.message.includes(name), `the message does not name '${name}'`);
+      }
       return true;
     });
+  });
+
+  test("a malformed escape in the connection name is 400, and the URL is not logged", async () => {
+    // Regression: decodeURIComponent threw, which became a 500 GATE_INTERNAL and an error log
+    // line carrying the raw URL (where a token pasted into the URL would have been kept).
+    const session = await gh.openSession();
+    const origin = new URL(session.proxyUrl).origin;
+    const from = gh.logs.lines.length;
+    for (const name of ["%E0%A4%A", "%zz", "claude%"]) {
+      const res = await fetch(`${origin}/c/${name}/v1/messages?note=sk-canary-in-url`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${session.token}`, "content-type": "application/json" },
+        body: JSON.stringify(request),
+      });
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.get("x-gatehouse-error"), "GATE_INVALID_REQUEST");
+      assert.match(
+        JSON.stringify(await res.json()),
+        /invalid_request_error.*connection name in the path is not valid percent-encoding/,
+      );
+    }
+    const logged = gh.logs.lines.slice(from).join("");
+    assert.ok(!logged.includes("sk-canary-in-url"), "the URL is not in the log");
+    assert.ok(!logged.includes("proxy request failed"), "nor is it logged as a failure");
   });
 
   test("a missing token is 401 and says how to send one", async () => {
@@ -257,6 +286,36 @@ describe("agent refusals and failures", () => {
     assert.equal(exchange?.outcome, "cancelled");
     assert.equal(exchange?.error?.code, "GATE_CLIENT_GONE");
     assert.equal(exchange?.response?.complete, false);
+  });
+
+  test("a client that leaves mid-upload is recorded as cancelled, and nothing goes upstream", async () => {
+    // Regression: the broken upload surfaced as an "aborted" error from the body reader and was
+    // recorded as refused with 500 GATE_INTERNAL, as if the agent had failed.
+    const session = await gh.openSession();
+    const before = gh.fake.requests.length;
+    const finished = gh.exchangeFinished(session.id);
+    // The first events written after the request arrives are its head: the agent has
+    // authenticated it and is reading the body.
+    const recording = once(gh.agent.spool, "written");
+    const { hostname, port } = new URL(session.proxyUrl);
+    const req = httpRequest({
+      host: hostname,
+      port,
+      path: "/c/claude/v1/messages",
+      method: "POST",
+      headers: { "x-api-key": session.token, "content-type": "application/json", "content-length": "1000" },
+    });
+    req.on("error", () => {});
+    req.write('{"model": "claude-sonnet-4-6", "messages": [');
+    await recording;
+    req.destroy();
+    const end = await finished;
+    assert.equal(end.outcome, "OUTCOME_CANCELLED");
+    assert.equal(gh.fake.requests.length, before, "nothing was sent upstream");
+    const [exchange] = (await gh.record(session.id)).exchanges;
+    assert.equal(exchange?.outcome, "cancelled");
+    assert.equal(exchange?.status, 0, "no response was sent");
+    assert.equal(exchange?.error?.code, "GATE_CLIENT_GONE");
   });
 
   test("an upstream silent past proxy.upstreamIdleTimeoutSeconds: 504 before the head, an error event mid-stream", async () => {

@@ -844,14 +844,15 @@ describe("REST API", { timeout }, () => {
 
   describe("agents", () => {
     test("POST /v1/agents shows the token once; GET /v1/agents never shows it, and shows live links", async () => {
-      const created = await json<{ id: string; name: string; token: string }>(
+      const created = await json<{ id: string; name: string; token: string; connections: unknown }>(
         call("POST", "/v1/agents", { json: { name: "build-host-7" } }),
         201,
       );
       secrets.add(created.token);
       secrets.add(hashToken(created.token));
-      assert.deepEqual(Object.keys(created).sort(), ["id", "name", "token"]);
+      assert.deepEqual(Object.keys(created).sort(), ["connections", "id", "name", "token"]);
       assert.equal(created.name, "build-host-7");
+      assert.equal(created.connections, null, "by default an agent may serve every connection");
       assert.match(created.token, /^gat_/);
 
       const linked = await gh.startExtraAgent("build-host-7", { token: created.token });
@@ -890,7 +891,47 @@ describe("REST API", { timeout }, () => {
       assert.ok(gone?.revokedAt);
     });
 
+    test("POST /v1/agents with connections scopes the account; its agent serves those only", async () => {
+      const created = await json<{ id: string; token: string; connections: unknown }>(
+        call("POST", "/v1/agents", { json: { name: "ledger-only", connections: ["ledger", "ledger"] } }),
+        201,
+      );
+      secrets.add(created.token);
+      secrets.add(hashToken(created.token));
+      assert.deepEqual(created.connections, ["ledger"], "named once each");
+      // An agent that names no connections serves its account's whole scope, not every connection.
+      const agent = await gh.startExtraAgent("ledger-only", { token: created.token });
+      const { items } = await json<{
+        items: Array<{
+          id: string;
+          name: string;
+          connections: unknown;
+          live: Array<{ connections: string[] }>;
+        }>;
+      }>(call("GET", "/v1/agents"));
+      const mine = items.find((a) => a.id === created.id);
+      assert.deepEqual(mine?.connections, ["ledger"]);
+      assert.deepEqual(
+        mine?.live.map((l) => l.connections),
+        [["ledger"]],
+      );
+      assert.equal(items.find((a) => a.name === "test-agent")?.connections, null);
+      await agent.stop();
+    });
+
     test("bad agent requests are 400 or 404 with the usual error body", async () => {
+      await expectError(
+        call("POST", "/v1/agents", { json: { name: "scoped", connections: ["claude", "nope"] } }),
+        404,
+        "GATE_CONNECTION_NOT_FOUND",
+        ["'nope'", "claude", "ledger"],
+      );
+      await expectError(
+        call("POST", "/v1/agents", { json: { name: "scoped", connections: [] } }),
+        400,
+        "GATE_INVALID_REQUEST",
+        ["connections"],
+      );
       await expectError(
         call("POST", "/v1/agents", { json: { name: "no spaces" } }),
         400,

@@ -16,6 +16,12 @@
  * acknowledgement. Every (re)connect starts again from the acknowledged point,
  * so anything sent but not acknowledged before a disconnect is sent again; the
  * control plane stores each event once.
+ *
+ * A batch is at most `maxBatchBytes` (8 MiB) unless it is one event on its own,
+ * and no event the proxy records is much larger than 8 MiB (`proxy.maxSseEventBytes`
+ * is at most that; bodies are cut into 256 KiB chunks), so every message stays far
+ * below the 32 MiB the control plane accepts. How each ending of the stream is
+ * retried is set out in {@link RETRY_SOON} and {@link SLOW_RETRY}.
  */
 import type {
   AgentConfig__Output,
@@ -30,6 +36,62 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
 export type LinkState = "idle" | "connecting" | "ready" | "backoff" | "stopped";
+
+/** Default {@link LinkOptions.maxBatchBytes}: a quarter of the largest message the control plane accepts. */
+export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * What a record costs in a batch beyond its payload, as the spool counts it (its
+ * 16-byte record header): more than the protobuf framing of a `bytes` element
+ * (a tag and a length, at most 6 bytes), so a batch counted this way is never
+ * larger on the wire than counted.
+ */
+const RECORD_OVERHEAD_BYTES = 16;
+
+/**
+ * Endings of the stream that retrying soon may cure, with the usual doubling
+ * backoff from `initialBackoffMs`:
+ *
+ * - stream ended with no error (status OK): the control plane shut down cleanly;
+ * - UNAVAILABLE: the control plane is restarting or unreachable, or its store is down;
+ * - CANCELLED: this side gave up on the stream (no welcome in time, a spool read failed);
+ * - DEADLINE_EXCEEDED, ABORTED: a transient condition at the control plane;
+ * - UNKNOWN, INTERNAL: a fault at the control plane or in transit, likely to pass.
+ */
+const RETRY_SOON: ReadonlySet<grpc.status> = new Set([
+  grpc.status.OK,
+  grpc.status.UNAVAILABLE,
+  grpc.status.CANCELLED,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.ABORTED,
+  grpc.status.UNKNOWN,
+  grpc.status.INTERNAL,
+]);
+
+/**
+ * Endings that retrying soon cannot cure, since this agent would send the same
+ * thing again; they need an operator, so they are logged as errors saying what
+ * to do, and retried at the slowest pace (`maxBackoffMs`) in case one acts. Any
+ * code in neither set is treated the same way.
+ */
+const SLOW_RETRY: ReadonlyMap<grpc.status, string> = new Map([
+  [
+    grpc.status.UNAUTHENTICATED,
+    "the control plane refused this agent's token; check controlPlane.tokenFile (or GATEHOUSE_AGENT_TOKEN) holds a token from `gatehouse agents create` that is not revoked",
+  ],
+  [
+    grpc.status.PERMISSION_DENIED,
+    "the control plane refused this agent what it asked for; set agent.connections to connections its account may serve, or use the token of an account that may serve them",
+  ],
+  [
+    grpc.status.INVALID_ARGUMENT,
+    "the control plane refused a message from this agent as malformed; events stay in the spool and are resent. Agent and control plane versions probably differ: upgrade the older one",
+  ],
+  [
+    grpc.status.RESOURCE_EXHAUSTED,
+    "a message between this agent and the control plane was larger than the receiver accepts; events stay in the spool and are resent. Run a control plane at least as new as this agent",
+  ],
+]);
 
 /** The spool as the link uses it. */
 export interface LinkSpool {
@@ -69,13 +131,17 @@ export interface LinkOptions {
   /** Batches sent and not yet acknowledged, at most. */
   maxBatchesInFlight?: number;
   maxBatchEvents?: number;
-  /** A batch stops growing at this size; events are at most 256 KiB, so batches stay under the 16 MiB message limit. */
+  /**
+   * Encoded bytes a batch holds at most, unless it is a single event (default
+   * {@link MAX_BATCH_BYTES}): an event too big to share a batch leaves alone
+   * rather than hold back those behind it.
+   */
   maxBatchBytes?: number;
   /** How long newly written records may wait for more to share their batch (default 2 ms). */
   lingerMs?: number;
   onConfig: (config: AgentConfig__Output) => void;
   onRevocation: (sessions: RevokedSession__Output[]) => void;
-  /** The control plane refused this agent's token (revoked, or never valid). */
+  /** The control plane refused this agent: its token (revoked, or never valid), or the connections it asked for. */
   onRefused: (reason: string) => void;
 }
 
@@ -107,7 +173,7 @@ export class AgentLinkClient {
       welcomeTimeoutMs: 10_000,
       maxBatchesInFlight: 8,
       maxBatchEvents: 1000,
-      maxBatchBytes: 4 * 1024 * 1024,
+      maxBatchBytes: MAX_BATCH_BYTES,
       lingerMs: 2,
       ...options,
     };
@@ -217,7 +283,15 @@ export class AgentLinkClient {
       case "welcome": {
         clearTimeout(this.welcomeTimer);
         const welcome = message.welcome;
-        if (!welcome?.config) return;
+        if (!welcome?.config) {
+          // Without a configuration the agent cannot serve; waiting on this stream would wait for ever.
+          this.opts.logger.error(
+            { address: this.opts.address, controlPlaneId: welcome?.controlPlaneId },
+            "the control plane's welcome carried no configuration (a protocol error); reconnecting",
+          );
+          call.cancel();
+          return;
+        }
         this.attempt = 0;
         this.nextSeq = this.opts.spool.ackedSeq + 1;
         this.inFlight = [];
@@ -268,7 +342,10 @@ export class AgentLinkClient {
   private pumpSoon(): void {
     if (this.state_ !== "ready" || this.lingerTimer !== undefined) return;
     const unsent = this.opts.spool.lastWrittenSeq - this.nextSeq + 1;
-    if (unsent >= this.opts.maxBatchEvents || this.opts.lingerMs === 0) return this.pump();
+    if (unsent >= this.opts.maxBatchEvents || this.opts.lingerMs === 0) {
+      this.pump();
+      return;
+    }
     this.lingerTimer = setTimeout(() => {
       this.lingerTimer = undefined;
       this.pump();
@@ -309,8 +386,15 @@ export class AgentLinkClient {
       const first = read[0]?.seq;
       if (first === undefined || call !== this.call || this.state_ !== "ready") return;
       // A batch covers consecutive seqs; after a crash the spool may skip some, so a batch ends at a gap.
+      // It also ends before the record that would take it past maxBatchBytes, whatever the spool returned.
       let count = 1;
-      while (count < read.length && read[count]?.seq === first + count) count += 1;
+      let bytes = (read[0]?.payload.length ?? 0) + RECORD_OVERHEAD_BYTES;
+      for (; count < read.length; count++) {
+        const next = read[count];
+        if (next?.seq !== first + count) break;
+        bytes += next.payload.length + RECORD_OVERHEAD_BYTES;
+        if (bytes > maxBatchBytes) break;
+      }
       const last = first + count - 1;
       call?.write({ events: { firstSeq: first, events: read.slice(0, count).map((r) => r.payload) } });
       this.inFlight.push(last);
@@ -331,9 +415,9 @@ export class AgentLinkClient {
     if (call !== this.call) return;
     this.teardown();
     if (this.state_ === "stopped") return;
-    const refused =
-      error?.code === grpc.status.UNAUTHENTICATED || error?.code === grpc.status.PERMISSION_DENIED;
-    const delay = this.backoffDelay(refused);
+    const code = error?.code ?? grpc.status.OK;
+    const soon = RETRY_SOON.has(code);
+    const delay = this.backoffDelay(soon);
     const log = this.opts.logger;
     const context = {
       address: this.opts.address,
@@ -341,25 +425,31 @@ export class AgentLinkClient {
       code: error?.code,
       reason: error?.details,
     };
-    if (refused) {
-      log.error(context, "the control plane refused this agent's token; check controlPlane.tokenFile");
-      this.opts.onRefused(error?.details ?? "agent token refused");
-    } else {
+    if (soon) {
       log.warn(context, "link to the control plane lost; events are kept in the spool until it is back");
+    } else {
+      log.error(
+        context,
+        SLOW_RETRY.get(code) ??
+          "the control plane ended the link with an unexpected status; retrying slowly. Check that agent and control plane versions match",
+      );
+    }
+    if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
+      this.opts.onRefused(error?.details ?? "agent refused");
     }
     this.setState("backoff");
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
   /**
-   * Every ending is retried: UNAVAILABLE and CANCELLED (restarts, network),
-   * INTERNAL/UNKNOWN (transient faults) and also UNAUTHENTICATED (an operator
-   * may fix the token on the control plane) — the last at the slowest pace,
-   * since retrying sooner cannot help.
+   * Doubling delays with full jitter for endings that may pass soon (see
+   * {@link RETRY_SOON}); for the rest, about `maxBackoffMs` every time, since
+   * retrying sooner cannot help.
    */
-  private backoffDelay(refused: boolean): number {
+  private backoffDelay(soon: boolean): number {
     const { initialBackoffMs, maxBackoffMs } = this.opts;
-    const ceiling = refused ? maxBackoffMs : Math.min(maxBackoffMs, initialBackoffMs * 2 ** this.attempt);
+    if (!soon) return Math.round(maxBackoffMs * (0.5 + Math.random() / 2));
+    const ceiling = Math.min(maxBackoffMs, initialBackoffMs * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, 30);
     return Math.round(Math.random() * ceiling);
   }

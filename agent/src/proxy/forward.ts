@@ -1,13 +1,15 @@
 /**
  * Sends a client's request upstream and relays the response back, recording
  * both. Backpressure runs both ways: upstream is read only as fast as the
- * client takes the response, and a client that goes away aborts the upstream
- * request. Server-sent event streams are relayed event by event as they
- * arrive, byte for byte, and each event is recorded with its arrival time.
+ * client takes the response, and an exchange that is stopped (the client went
+ * away, its session was closed) aborts the upstream request. Server-sent event
+ * streams are relayed event by event as they arrive, byte for byte, and each
+ * event is recorded with its arrival time.
  */
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
 import { GatehouseError } from "@gatehouse/proto/errors";
+import type { Logger } from "pino";
 import { endToEnd, recordable } from "./headers.js";
 import type { ExchangeRecorder } from "./recorder.js";
 import { SseParser } from "./sse.js";
@@ -23,51 +25,125 @@ export interface ErrorPresenter {
 
 export interface ForwardRequest {
   pool: UpstreamPool;
-  /** Connection's upstream base URL. */
-  upstream: URL;
-  /** Path below the connection prefix, with query. */
-  path: string;
+  /** The URL to request, already checked to be inside the connection (see `target.ts`). */
+  target: URL;
   method: string;
   headers: Record<string, string | string[]>;
   body: Buffer;
   idleTimeoutMs: number;
   maxSseEventBytes: number;
+  /**
+   * Aborted when the exchange must stop; its reason, a GatehouseError, says why:
+   * GATE_CLIENT_GONE (recorded as cancelled) or anything else (told to the client).
+   */
+  stopped: AbortSignal;
+  logger: Logger;
 }
 
-/** Sends a Gatehouse error to the client and records it as the end of the exchange. */
+type ErrorOutcome = "OUTCOME_REFUSED" | "OUTCOME_FAILED";
+
+/**
+ * Sends a Gatehouse error to the client and records it as the end of the exchange.
+ * Before the response head: a complete error response. After it: the error as an
+ * event when the response is an event stream (`streamed`), else the connection is
+ * cut, since a body cannot say it failed. The status recorded is the one the client got.
+ */
 export function refuse(
   res: ServerResponse,
   recorder: ExchangeRecorder | null,
   presenter: ErrorPresenter,
   error: GatehouseError,
-  outcome: "OUTCOME_REFUSED" | "OUTCOME_FAILED",
+  outcome: ErrorOutcome,
+  streamed = false,
 ): void {
-  const { status, headers, body } = presenter.response(error);
+  let status: number;
   if (!res.headersSent) {
-    res.writeHead(status, { ...headers, "content-length": body.length, "x-gatehouse-error": error.code });
-    res.end(body);
+    const response = presenter.response(error);
+    status = response.status;
+    res.writeHead(status, {
+      ...response.headers,
+      "content-length": response.body.length,
+      "x-gatehouse-error": error.code,
+    });
+    res.end(response.body);
+    recorder?.sentBytes(response.body.length);
   } else {
-    res.destroy();
+    status = res.statusCode;
+    if (!res.writableEnded && !res.destroyed) {
+      if (streamed) {
+        const event = presenter.sseEvent(error);
+        res.end(event);
+        recorder?.sentBytes(event.length);
+      } else {
+        res.destroy();
+      }
+    }
   }
   recorder?.end({ outcome, status, errorCode: error.code, errorMessage: error.message });
 }
 
+/**
+ * Ends an exchange that was stopped (`reason` is the stop signal's reason): a client
+ * that left is recorded as cancelled; any other reason is told to the client.
+ */
+export function halt(
+  res: ServerResponse,
+  recorder: ExchangeRecorder,
+  presenter: ErrorPresenter,
+  reason: unknown,
+  outcome: ErrorOutcome,
+  streamed = false,
+): void {
+  const error =
+    reason instanceof GatehouseError
+      ? reason
+      : new GatehouseError("GATE_INTERNAL", `exchange stopped: ${String(reason)}`);
+  if (error.code !== "GATE_CLIENT_GONE") {
+    refuse(res, recorder, presenter, error, outcome, streamed);
+    return;
+  }
+  recorder.end({
+    outcome: "OUTCOME_CANCELLED",
+    status: res.headersSent ? res.statusCode : 0,
+    errorCode: error.code,
+    errorMessage: error.message,
+  });
+}
+
 function upstreamError(error: unknown, up: ForwardRequest): GatehouseError {
   if (error instanceof GatehouseError) return error;
-  const timeout = timeoutError(error, { url: up.upstream, idleTimeoutMs: up.idleTimeoutMs });
+  const timeout = timeoutError(error, { url: up.target, idleTimeoutMs: up.idleTimeoutMs });
   if (timeout) return timeout;
-  const upstream = up.upstream;
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
   return new GatehouseError(
     "GATE_UPSTREAM_UNREACHABLE",
-    `upstream ${upstream.origin} unreachable${code ? ` (${code})` : ""}; check the connection's upstream URL and the agent's network`,
+    `upstream ${up.target.origin} unreachable${code ? ` (${code})` : ""}; check the connection's upstream URL and the agent's network`,
     { cause: error },
   );
 }
 
 /**
+ * The upstream body's chunks, with read failures turned into Gatehouse's upstream
+ * errors, so that whatever else fails while relaying is known to be Gatehouse's own.
+ */
+async function* upstreamChunks(body: AsyncIterable<Buffer>, up: ForwardRequest): AsyncGenerator<Buffer> {
+  const chunks = body[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await chunks.next();
+    } catch (error) {
+      throw upstreamError(error, up);
+    }
+    if (next.done) return;
+    yield next.value;
+  }
+}
+
+/**
  * Forwards one request and relays its response. Resolves when the exchange is
- * over, however it ended; the recorder has the outcome.
+ * over, however it ended, and never rejects: the recorder has the outcome, and
+ * the upstream response is released whatever happened.
  */
 export async function forward(
   up: ForwardRequest,
@@ -75,62 +151,66 @@ export async function forward(
   recorder: ExchangeRecorder,
   presenter: ErrorPresenter,
 ): Promise<void> {
-  const abort = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) abort.abort();
-  };
-  res.on("close", onClose);
-  const basePath = up.upstream.pathname.replace(/\/+$/, "");
-  let status = 0;
+  const { stopped } = up;
+  // Stopped before anything went upstream: nothing must.
+  if (stopped.aborted) return halt(res, recorder, presenter, stopped.reason, "OUTCOME_REFUSED");
+  let response: UpstreamResponse | undefined;
+  let streamed = false;
   try {
-    let response: UpstreamResponse;
     try {
       response = await up.pool.request({
-        url: new URL(basePath + up.path, up.upstream.origin),
+        url: up.target,
         method: up.method,
         headers: up.headers,
         body: up.body,
-        signal: abort.signal,
+        signal: stopped,
         idleTimeoutMs: up.idleTimeoutMs,
       });
     } catch (error) {
-      if (abort.signal.aborted) return cancelled(recorder, 0);
+      if (stopped.aborted) return halt(res, recorder, presenter, stopped.reason, "OUTCOME_FAILED");
       return refuse(res, recorder, presenter, upstreamError(error, up), "OUTCOME_FAILED");
     }
-    status = response.statusCode;
+    const status = response.statusCode;
     const headers = endToEnd(response.headers);
     recorder.responseHead(status, recordable(headers));
     res.writeHead(status, headers);
-    const streamed = String(headers["content-type"] ?? "").startsWith("text/event-stream");
-    try {
-      if (streamed) await relayEvents(response.body, res, recorder, up.maxSseEventBytes, abort.signal);
-      else await relayBody(response.body, res, recorder, abort.signal);
-    } catch (error) {
-      if (abort.signal.aborted) return cancelled(recorder, status);
-      response.body.destroy();
-      const err = upstreamError(error, up);
-      if (streamed && !res.destroyed) res.end(presenter.sseEvent(err));
-      else res.destroy();
-      recorder.end({ outcome: "OUTCOME_FAILED", status, errorCode: err.code, errorMessage: err.message });
-      return;
-    }
+    streamed = String(headers["content-type"] ?? "").startsWith("text/event-stream");
+    const chunks = upstreamChunks(response.body, up);
+    if (streamed) await relayEvents(chunks, res, recorder, up.maxSseEventBytes, stopped);
+    else await relayBody(chunks, res, recorder, stopped);
     res.end();
     recorder.end({ outcome: "OUTCOME_COMPLETED", status });
+  } catch (error) {
+    if (stopped.aborted) return halt(res, recorder, presenter, stopped.reason, "OUTCOME_FAILED", streamed);
+    let err: GatehouseError;
+    if (error instanceof GatehouseError) {
+      err = error;
+    } else {
+      up.logger.error({ err: error, exchange: recorder.exchangeId }, "relaying an exchange failed");
+      err = new GatehouseError("GATE_INTERNAL", `relaying the response failed: ${String(error)}`, {
+        cause: error,
+      });
+    }
+    refuse(res, recorder, presenter, err, "OUTCOME_FAILED", streamed);
   } finally {
-    res.off("close", onClose);
+    // An upstream response not read to its end holds a pooled connection until it is destroyed.
+    // undici then emits its RequestAbortedError, which is this very abort: nothing to report.
+    if (response && !response.body.readableEnded) {
+      response.body.on("error", () => {});
+      response.body.destroy();
+    }
+    if (!recorder.isEnded) {
+      recorder.end({
+        outcome: "OUTCOME_FAILED",
+        status: res.headersSent ? res.statusCode : 0,
+        errorCode: "GATE_INTERNAL",
+        errorMessage: "the exchange ended without an outcome; see the agent log",
+      });
+    }
   }
 }
 
-function cancelled(recorder: ExchangeRecorder, status: number): void {
-  recorder.end({
-    outcome: "OUTCOME_CANCELLED",
-    status,
-    errorCode: "GATE_CLIENT_GONE",
-    errorMessage: "the client closed the connection before the response was complete; upstream was aborted",
-  });
-}
-
-/** Waits until the client can take more, or throws when it has gone. */
+/** Waits until the client can take more, or throws when the exchange was stopped. */
 async function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
   await once(res, "drain", { signal });
 }
@@ -160,11 +240,16 @@ async function relayEvents(
     if (blocks.length === 0) continue;
     // Several events in one chunk leave in one write.
     res.cork();
-    for (const block of blocks) {
-      res.write(block.raw);
-      if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
+    try {
+      for (const block of blocks) {
+        res.write(block.raw);
+        // Every block the client gets counts, events or not (comments, keep-alives).
+        if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
+        else recorder.sentBytes(block.raw.length);
+      }
+    } finally {
+      res.uncork();
     }
-    res.uncork();
     if (res.writableNeedDrain) await drained(res, signal);
   }
   const rest = parser.end();

@@ -18,7 +18,13 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
-/** Fields that carry a credential or a session token: never recorded, never relayed as they are. */
+/**
+ * Fields that carry a credential, a session token or a cookie: never recorded (the
+ * record shows a marker). Upstream-bound, {@link upstreamRequestHeaders} drops the
+ * client's: its session token is replaced by the connection's credential, and cookies
+ * from the runner are none of the upstream API's business. Response fields
+ * (`set-cookie`) reach the client unchanged.
+ */
 const CREDENTIAL_HEADERS = new Set([
   "authorization",
   "x-api-key",
@@ -53,5 +59,20 @@ export function recordable(headers: Record<string, string | string[]>): Header[]
       out.push({ name, value: CREDENTIAL_HEADERS.has(name) ? REDACTED : v });
     }
   }
+  return out;
+}
+
+/**
+ * Fields of a client's request, from {@link endToEnd}, that must not go upstream: the
+ * session token, the client's cookies, and framing the upstream request sets itself.
+ */
+const NOT_UPSTREAM = new Set(["authorization", "x-api-key", "cookie", "host", "content-length", "expect"]);
+
+/** A client's end-to-end request headers as they may be sent upstream (before the credential is added). */
+export function upstreamRequestHeaders(
+  headers: Record<string, string | string[]>,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) if (!NOT_UPSTREAM.has(name)) out[name] = value;
   return out;
 }

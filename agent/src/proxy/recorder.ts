@@ -64,6 +64,9 @@ export class ExchangeRecorder {
     path: string;
     headers: Header[];
   }): void {
+    // The finished exchange carries these to metrics and listeners.
+    this.connection = head.connection;
+    this.kind = head.kind;
     this.emit({ requestHead: head });
   }
 
@@ -86,35 +89,53 @@ export class ExchangeRecorder {
     if (this.pendingBytes >= MAX_CHUNK_BYTES) this.flushBody();
   }
 
-  /** One server-sent event of a streamed response. */
+  /** One server-sent event of a streamed response; `bytes` is the size of its block as relayed. */
   sse(event: string, data: string, bytes: number): void {
     this.responseBytes += bytes;
     this.emit({ sse: { event, data } });
   }
 
-  /** Records how the exchange ended. Only the first call counts. */
+  /**
+   * Response bytes the client was sent that make no event of their own: event-stream blocks
+   * without data (comments, keep-alives, `retry`) and Gatehouse's own error bodies. Counted so
+   * that `responseBytes` is what the client received.
+   */
+  sentBytes(bytes: number): void {
+    this.responseBytes += bytes;
+  }
+
+  /**
+   * Records how the exchange ended. Only the first call counts. Never throws: when the sink
+   * refuses the event (a failed spool), the sink reports its own failure, and the listener is
+   * told of the end regardless.
+   */
   end(end: ExchangeEnd): void {
     if (this.ended) return;
-    this.flushBody();
     this.ended = true;
-    this.emit({
-      exchangeEnd: {
+    try {
+      this.flushBody();
+      this.emit({
+        exchangeEnd: {
+          outcome: end.outcome,
+          status: end.status,
+          errorCode: end.errorCode ?? "",
+          errorMessage: end.errorMessage ?? "",
+          requestBytes: this.requestBytes,
+          responseBytes: this.responseBytes,
+        },
+      });
+    } catch {
+      // See above: the spool has already said why it stopped accepting events.
+    } finally {
+      this.onFinished({
+        sessionId: this.sessionId,
+        exchangeId: this.exchangeId,
+        connection: this.connection,
+        kind: this.kind,
         outcome: end.outcome,
         status: end.status,
-        errorCode: end.errorCode ?? "",
-        errorMessage: end.errorMessage ?? "",
-        requestBytes: this.requestBytes,
-        responseBytes: this.responseBytes,
-      },
-    });
-    this.onFinished({
-      sessionId: this.sessionId,
-      exchangeId: this.exchangeId,
-      connection: this.connection,
-      kind: this.kind,
-      outcome: end.outcome,
-      status: end.status,
-    });
+      });
+    }
   }
 
   get isEnded(): boolean {

@@ -43,7 +43,9 @@ export function createProxyServer(options: ProxyServerOptions): Server {
     const stopTimer = options.metrics.requestDuration.startTimer();
     route(options, req, res)
       .catch((error: unknown) => {
-        options.logger.error({ err: error, method: req.method, url: req.url }, "proxy request failed");
+        // Handlers end their own exchanges (see handleAnthropic); what arrives here failed
+        // before one began. The URL is not logged: a token pasted into it would be.
+        options.logger.error({ err: error, method: req.method }, "proxy request failed");
         refuse(res, null, anthropicErrors, asGatehouseError(error), "OUTCOME_FAILED");
       })
       .finally(() => {
@@ -84,7 +86,17 @@ async function route(options: ProxyServerOptions, req: IncomingMessage, res: Ser
     );
     return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
   }
-  const name = decodeURIComponent(match[1] ?? "");
+  let name: string;
+  try {
+    name = decodeURIComponent(match[1] ?? "");
+  } catch {
+    // A malformed escape (`%zz`, a cut UTF-8 sequence) can name no connection.
+    const error = new GatehouseError(
+      "GATE_INVALID_REQUEST",
+      "the connection name in the path is not valid percent-encoding; use the proxy URL the session gave you",
+    );
+    return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
+  }
   const rest = match[2] ?? "";
   const path = rest.startsWith("/") ? rest : `/${rest}`;
   // Claude Code probes its base URL with HEAD before it starts.
@@ -100,9 +112,10 @@ async function route(options: ProxyServerOptions, req: IncomingMessage, res: Ser
   }
   const connection = connections.get(name);
   if (!connection) {
+    // Not authenticated yet: the agent's connection names are not the caller's to learn.
     const error = new GatehouseError(
       "GATE_CONNECTION_NOT_FOUND",
-      `connection '${name}' not found on this agent; known: ${[...connections.keys()].join(", ") || "(none)"}`,
+      `connection '${name}' not found on this agent; check the proxy URL the session gave you`,
     );
     return refuse(res, null, anthropicErrors, error, "OUTCOME_REFUSED");
   }

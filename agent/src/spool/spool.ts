@@ -127,6 +127,9 @@ export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 export const RESERVATION_BLOCK = 2 ** 20;
 
 const HEADER_BYTES = 16;
+/** Events hold prompts and responses: only the agent's own user may read the spool. */
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
 const STATE_FILE = "state.json";
 const STATE_TMP = "state.json.tmp";
 const STATE_FORMAT = "gatehouse-spool";
@@ -361,8 +364,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /**
    * Written records with seq >= fromSeq (and above ackedSeq), in seq order: at most
-   * `maxRecords`, and stopping once about `maxBytes` of encoded records are collected
-   * (always at least one record, so an event larger than maxBytes still gets through).
+   * `maxRecords`, and at most `maxBytes` of records (counted with their 16-byte headers):
+   * the read stops before a record that would pass maxBytes, unless it is the first, so
+   * an event larger than maxBytes still gets through, on its own.
    * Served from memory while cached, else from the segment files. Records returned are
    * dropped from memory: reading them again (after a reconnect) goes to disk.
    *
@@ -381,6 +385,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
         for (; seq <= limit && !full(); seq++) {
           const frame = this.frames[this.head + seq - this.cacheSeq];
           if (frame === undefined) break;
+          if (records.length > 0 && bytes + frame.length > maxBytes) break;
           records.push(new SpoolRecord(seq, frame.subarray(HEADER_BYTES)));
           bytes += frame.length;
         }
@@ -629,7 +634,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       }
     }
     const path = join(this.dir, segmentFileName(firstSeq));
-    const handle = await open(path, "wx");
+    const handle = await open(path, "wx", FILE_MODE);
     const segment: Segment = { firstSeq, path, lastSeq: firstSeq - 1, size: 0, checkpoints: [] };
     this.segments.push(segment);
     this.active = { segment, handle };
@@ -741,7 +746,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
         }
         if (frame.seq < from) return true;
         if (frame.seq > last || records.length >= maxRecords) return false;
-        if ((haveSome || records.length > 0) && bytes >= maxBytes) return false;
+        if ((haveSome || records.length > 0) && bytes + frame.size > maxBytes) return false;
         records.push(new SpoolRecord(frame.seq, frame.payload));
         bytes += frame.size;
         return true;
@@ -830,7 +835,7 @@ interface Recovered {
 
 async function recover(dir: string): Promise<Recovered> {
   try {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: DIR_MODE });
     await rm(join(dir, STATE_TMP), { force: true });
     const names = (await readdir(dir)).filter((name) => SEGMENT_NAME.test(name)).sort();
     const { state, status } = await readState(dir);
@@ -963,7 +968,7 @@ async function readState(dir: string): Promise<{ state: State; status: SpoolReco
 
 async function writeState(dir: string, state: State): Promise<void> {
   const temporary = join(dir, STATE_TMP);
-  const handle = await open(temporary, "w");
+  const handle = await open(temporary, "w", FILE_MODE);
   try {
     await handle.writeFile(`${JSON.stringify({ format: STATE_FORMAT, version: 1, ...state })}\n`);
     await handle.datasync();

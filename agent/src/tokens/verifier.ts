@@ -23,11 +23,20 @@ export interface SessionClaims {
 /** Verified tokens kept; beyond this the oldest are forgotten (and verified again if reused). */
 const CACHE_LIMIT = 10_000;
 
+/** Told, once, that the session it watches was closed; the error says so to a client. */
+export type RevocationWatcher = (error: GatehouseError) => void;
+
+function revokedError(sessionId: string): GatehouseError {
+  return new GatehouseError("GATE_TOKEN_REVOKED", `session ${sessionId} was closed; open a new session`);
+}
+
 /** `revoked` carries the ids of sessions whose tokens are refused from now on. */
 export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]] }> {
   private keySet: ReturnType<typeof createLocalJWKSet> | null = null;
   private readonly verified = new Map<string, SessionClaims>();
   private readonly revoked = new Map<string, number>();
+  /** Exchanges in flight, by session id, to stop when their session is closed. */
+  private readonly watchers = new Map<string, Set<RevocationWatcher>>();
 
   constructor(private readonly now: () => number = Date.now) {
     super();
@@ -48,10 +57,39 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
     for (const s of sessions) if (s.expiresAtUnixMs > now) this.revoked.set(s.sessionId, s.expiresAtUnixMs);
     // Entries for tokens that have expired anyway are no longer needed.
     for (const [id, expiresAt] of this.revoked) if (expiresAt <= now) this.revoked.delete(id);
+    for (const s of sessions) {
+      const watchers = this.watchers.get(s.sessionId);
+      if (!watchers) continue;
+      this.watchers.delete(s.sessionId);
+      for (const watcher of watchers) watcher(revokedError(s.sessionId));
+    }
     this.emit(
       "revoked",
       sessions.map((s) => s.sessionId),
     );
+  }
+
+  /**
+   * Calls `onRevoked` when session `sessionId` is revoked (at once if it already is),
+   * until the returned function is called. Checking a token once is not enough for an
+   * exchange that runs for minutes: closing a session must stop what it is doing.
+   */
+  watch(sessionId: string, onRevoked: RevocationWatcher): () => void {
+    if (this.revoked.has(sessionId)) {
+      onRevoked(revokedError(sessionId));
+      return () => {};
+    }
+    let watchers = this.watchers.get(sessionId);
+    if (!watchers) {
+      watchers = new Set();
+      this.watchers.set(sessionId, watchers);
+    }
+    watchers.add(onRevoked);
+    return () => {
+      const current = this.watchers.get(sessionId);
+      if (!current?.delete(onRevoked) || current.size > 0) return;
+      this.watchers.delete(sessionId);
+    };
   }
 
   /** The claims of a valid token for `connection`, or a GatehouseError saying why it is refused. */
@@ -64,12 +102,7 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
         `session token expired at ${new Date(claims.expiresAt).toISOString()}; open a new session`,
       );
     }
-    if (this.revoked.has(claims.sessionId)) {
-      throw new GatehouseError(
-        "GATE_TOKEN_REVOKED",
-        `session ${claims.sessionId} was closed; open a new session`,
-      );
-    }
+    if (this.revoked.has(claims.sessionId)) throw revokedError(claims.sessionId);
     if (claims.connection !== connection) {
       throw new GatehouseError(
         "GATE_WRONG_CONNECTION",

@@ -1,6 +1,7 @@
 /**
  * Agent accounts: each agent dials in with its own token, created here and
- * shown once. Revoking an account ends its live streams at once.
+ * shown once, and may serve the connections of its scope (see scope.ts).
+ * Revoking an account ends its live streams at once.
  */
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { v7 as uuidv7 } from "uuid";
@@ -14,9 +15,38 @@ export interface AgentAccountView extends Omit<AgentRecord, "tokenHash"> {
 }
 
 export class AgentAccounts {
-  constructor(private readonly deps: { store: Store; registry: AgentRegistry; now: () => number }) {}
+  constructor(
+    private readonly deps: {
+      store: Store;
+      registry: AgentRegistry;
+      /** Names of the configured connections: a scope may name only these. */
+      connections: readonly string[];
+      now: () => number;
+    },
+  ) {}
 
-  async create(name: string): Promise<{ agent: AgentRecord; token: string }> {
+  /**
+   * Creates an account whose agents may serve `connections` (default: every
+   * connection, including ones configured later).
+   */
+  async create(
+    name: string,
+    connections: readonly string[] | null = null,
+  ): Promise<{ agent: AgentRecord; token: string }> {
+    const scope = connections === null ? null : [...new Set(connections)];
+    const unknown = scope?.filter((c) => !this.deps.connections.includes(c)) ?? [];
+    if (unknown.length > 0) {
+      throw new GatehouseError(
+        "GATE_CONNECTION_NOT_FOUND",
+        `connection ${unknown.map((c) => `'${c}'`).join(", ")} not found; known: ${this.deps.connections.join(", ")}`,
+      );
+    }
+    if (scope !== null && scope.length === 0) {
+      throw new GatehouseError(
+        "GATE_INVALID_REQUEST",
+        "an agent account needs at least one connection; omit connections to let it serve every connection",
+      );
+    }
     const token = generateToken(AGENT_TOKEN_PREFIX);
     const agent: AgentRecord = {
       id: uuidv7(),
@@ -25,6 +55,7 @@ export class AgentAccounts {
       createdAt: this.deps.now(),
       revokedAt: null,
       lastSeenAt: null,
+      connections: scope,
     };
     await this.deps.store.insertAgent(agent);
     return { agent, token };

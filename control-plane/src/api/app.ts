@@ -67,6 +67,7 @@ function agentJson(agent: Omit<AgentRecord, "tokenHash"> & { tokenHash?: string 
     createdAt: iso(agent.createdAt),
     revokedAt: isoOrNull(agent.revokedAt),
     lastSeenAt: isoOrNull(agent.lastSeenAt),
+    connections: agent.connections,
   };
 }
 
@@ -175,9 +176,9 @@ export function createApi(deps: ApiDeps): Koa {
 
   router.post("/v1/agents", admin, async (ctx) => {
     const body = parse(createAgentBody, ctx.request.body, "agent request");
-    const { agent, token } = await accounts.create(body.name);
+    const { agent, token } = await accounts.create(body.name, body.connections ?? null);
     ctx.status = 201;
-    ctx.body = { id: agent.id, name: agent.name, token };
+    ctx.body = { id: agent.id, name: agent.name, connections: agent.connections, token };
   });
   router.get("/v1/agents", anyReader, async (ctx) => {
     ctx.body = {

@@ -198,7 +198,26 @@ export function openApiDocument(): object {
           summary: "Create an agent account; the token is shown only here",
           security: bearer,
           requestBody: { required: true, ...json(z.toJSONSchema(createAgentBody)) },
-          responses: { "201": { description: "Created" }, ...errors },
+          responses: {
+            "201": {
+              description: "Created",
+              ...json({
+                type: "object",
+                properties: {
+                  id: { type: "string" },
+                  name: { type: "string" },
+                  connections: {
+                    type: ["array", "null"],
+                    items: { type: "string" },
+                    description: "Connections the agent may serve; null: every connection.",
+                  },
+                  token: { type: "string", description: "The agent token; shown only here." },
+                },
+              }),
+            },
+            ...errors,
+            "404": { description: "A named connection is not configured", ...json(errorSchema) },
+          },
         },
         get: {
           summary: "Agent accounts and their live links",

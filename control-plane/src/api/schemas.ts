@@ -36,6 +36,14 @@ export const createAgentBody = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "use letters, digits, '.', '_' and '-' (max 63)")
     .describe("A name for the agent, e.g. the host it runs on."),
+  connections: z
+    .array(z.string().min(1))
+    .min(1, "name at least one connection, or omit connections to allow every connection")
+    .max(256)
+    .optional()
+    .describe(
+      "Connections the agent may serve and record for (default: every connection). An agent asking for others is refused.",
+    ),
 });
 
 /** Parses input against a schema, or fails with GATE_INVALID_REQUEST naming each bad field. */

@@ -1,7 +1,9 @@
 /**
  * The AgentLink server: one bidirectional stream per agent. The agent says
  * hello, gets its configuration, then streams session events, which are
- * acknowledged only once they are durable in the store.
+ * acknowledged only once they are durable in the store. A link serves only
+ * connections within its account's scope, records only for sessions of those
+ * connections, and ends when the agent falls silent.
  */
 import { readFile } from "node:fs/promises";
 import type { AgentConfig, AgentMessage__Output, ControlMessage, RevokedSession } from "@gatehouse/proto";
@@ -10,6 +12,7 @@ import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { AgentRegistry } from "../agents/registry.js";
+import { describeScope, inScope, outsideScope, servedConnections } from "../agents/scope.js";
 import { hashToken } from "../identity/tokens.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionService } from "../sessions/service.js";
@@ -20,12 +23,42 @@ import { Inbox } from "./inbox.js";
 /** Messages an agent link buffers before the stream is paused; with the agent's window of 8 batches in flight, rarely reached. */
 const INBOX_HIGH_WATER = 32;
 
+/**
+ * The largest message an agent may send. Agents cap a batch at 8 MiB unless it
+ * is one event on its own, and no event they record is larger than 8 MiB plus
+ * its ids (agent `proxy.maxSseEventBytes` is at most 8 MiB; bodies are cut into
+ * 256 KiB chunks). The margin takes in events spooled by older agents, which
+ * allowed server-sent events of up to 16 MiB. A larger message ends the link
+ * with RESOURCE_EXHAUSTED.
+ */
+export const MAX_AGENT_MESSAGE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * An agent that sends nothing (no heartbeat, no events) for this many of its
+ * heartbeat intervals is taken for gone, and its link is ended: a link whose
+ * peer vanished must not keep serving (and counting as) a live agent.
+ */
+export const SILENT_HEARTBEATS = 3;
+
+/**
+ * Transport keepalive towards agents: an HTTP/2 ping after this long without
+ * traffic, and the connection dropped if the ping is not answered in
+ * {@link KEEPALIVE_TIMEOUT_MS}. It finds a dead network path (a peer that
+ * vanished without a FIN or RST) even when no call is left to time out.
+ */
+const KEEPALIVE_TIME_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 10_000;
+
+/** Sessions a link remembers the connection of, so a busy link does not read each session per batch. */
+const SESSION_CACHE_SIZE = 4096;
+
 export interface AgentLinkDeps {
-  store: Pick<Store, "findAgentByTokenHash" | "touchAgent">;
+  store: Pick<Store, "findAgentByTokenHash" | "touchAgent" | "getSession">;
   sessions: Pick<SessionService, "ingest">;
   registry: AgentRegistry;
   agentConfig: (served: readonly string[]) => Promise<AgentConfig>;
   controlPlaneId: string;
+  /** How often agents heartbeat; a link silent for {@link SILENT_HEARTBEATS} of these is ended. */
   heartbeatIntervalMs: number;
   /** How long an agent has to say hello after opening the stream. */
   helloTimeoutMs: number;
@@ -53,8 +86,9 @@ export function toGrpcStatus(error: GatehouseError): Partial<grpc.StatusObject> 
 
 export function createAgentLinkServer(deps: AgentLinkDeps): grpc.Server {
   const server = new grpc.Server({
-    // Batches carry request and response bodies; the agent keeps each under 8 MiB.
-    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    "grpc.max_receive_message_length": MAX_AGENT_MESSAGE_BYTES,
+    "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     // Agents ping to keep NAT and load-balancer paths open; allow it.
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
@@ -119,6 +153,11 @@ async function authenticate(deps: AgentLinkDeps, metadata: grpc.Metadata): Promi
 
 async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   const agent = await authenticate(deps, call.metadata);
+  /** When the agent last sent anything, or this side last finished handling what it sent. */
+  let lastHeard = performance.now();
+  call.on("data", () => {
+    lastHeard = performance.now();
+  });
   const inbox = new Inbox<AgentMessage__Output>(call, INBOX_HIGH_WATER);
   const [first, ...carried] =
     (await inbox.take(INBOX_HIGH_WATER, {
@@ -130,6 +169,14 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   if (!hello) {
     throw new GatehouseError("GATE_INVALID_REQUEST", "the first message on an agent link must be hello");
   }
+  const outside = outsideScope(agent.connections, hello.connections);
+  if (outside.length > 0) {
+    throw new GatehouseError(
+      "GATE_FORBIDDEN",
+      `agent account '${agent.name}' may serve ${describeScope(agent.connections)}, not ${outside.map((c) => `'${c}'`).join(", ")}; remove ${outside.length === 1 ? "it" : "them"} from the agent's agent.connections, or give it the token of an account created for ${outside.length === 1 ? "it" : "them"} (gatehouse agents create NAME --connection C)`,
+    );
+  }
+  const served = servedConnections(agent.connections, hello.connections);
   const log = deps.logger.child({ agentId: hello.agentId, agent: agent.name });
 
   // The agent is registered before its configuration is read, so a session closed
@@ -141,12 +188,17 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   const early: ControlMessage[] = [];
   /** Why this replica ended the link itself, e.g. a revoked token; its status is already sent. */
   let endedBecause: string | null = null;
+  const end = (code: grpc.status, reason: string) => {
+    if (call.cancelled || endedBecause !== null) return;
+    endedBecause = reason;
+    call.emit("error", { code, details: reason });
+  };
   const unregister = deps.registry.add({
     accountId: agent.id,
     agentId: hello.agentId,
     name: agent.name,
     version: hello.version,
-    connections: hello.connections,
+    connections: served,
     proxyUrl: hello.proxyUrl,
     connectedAt: deps.now(),
     send: (message) => {
@@ -157,14 +209,15 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
         call.write(message);
       }
     },
-    disconnect: (reason) => {
-      if (call.cancelled || endedBecause !== null) return;
-      endedBecause = reason;
-      call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: reason });
-    },
+    disconnect: (reason) => end(grpc.status.UNAUTHENTICATED, reason),
   });
+  let watchdog: NodeJS.Timeout | undefined;
   try {
-    const config = await deps.agentConfig(hello.connections);
+    // A revocation that landed after authenticate() read the account and before the
+    // registry knew this link disconnected nothing; reading the account again now
+    // catches it (a later one finds the link in the registry).
+    await authenticate(deps, call.metadata);
+    const config = await deps.agentConfig(served);
     if (call.cancelled || endedBecause !== null) return;
     call.write({
       welcome: {
@@ -175,10 +228,35 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     });
     welcomed = true;
     for (const message of early) call.write(message);
-    log.info({ proxyUrl: hello.proxyUrl, connections: hello.connections }, "agent connected");
+    log.info({ proxyUrl: hello.proxyUrl, connections: served }, "agent connected");
+
+    const silentMs = SILENT_HEARTBEATS * deps.heartbeatIntervalMs;
+    let handling = false;
+    lastHeard = performance.now();
+    const watch = () => {
+      const quiet = performance.now() - lastHeard;
+      // Time spent storing what the agent sent is not the agent's silence.
+      if (handling || quiet < silentMs) {
+        watchdog = setTimeout(watch, Math.max(1, silentMs - (handling ? 0 : quiet)));
+        return;
+      }
+      end(
+        grpc.status.UNAVAILABLE,
+        `no message from the agent in ${Math.round(quiet)} ms (it heartbeats every ${deps.heartbeatIntervalMs} ms); ending the link as dead`,
+      );
+    };
+    watchdog = setTimeout(watch, silentMs);
+
     await deps.store.touchAgent(agent.id, deps.now());
+    const sessions = new Map<string, string>();
     for (let group: AgentMessage__Output[] | null = carried; group !== null; group = await inbox.take()) {
-      await handleMessages(deps, call, agent, group);
+      handling = true;
+      try {
+        await handleMessages(deps, call, agent, group, sessions, log);
+      } finally {
+        handling = false;
+        lastHeard = performance.now();
+      }
     }
   } catch (error) {
     // The agent going away mid-stream is routine; it reconnects and resends.
@@ -190,6 +268,7 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     }
     throw error;
   } finally {
+    clearTimeout(watchdog);
     unregister();
     log.info("agent disconnected");
   }
@@ -205,6 +284,8 @@ async function handleMessages(
   call: LinkCall,
   agent: AgentRecord,
   messages: AgentMessage__Output[],
+  sessions: Map<string, string>,
+  log: Logger,
 ): Promise<void> {
   const events: NewEvent[] = [];
   let ackUpTo = -1;
@@ -214,7 +295,14 @@ async function handleMessages(
       case "events": {
         const batch = message.events;
         if (!batch || batch.events.length === 0) break;
-        for (const bytes of batch.events) events.push(decodeEvent(bytes));
+        batch.events.forEach((bytes, i) => {
+          events.push(
+            decodeEvent(
+              bytes,
+              `event ${i} of the batch from spool seq ${batch.firstSeq} (seq ${batch.firstSeq + i})`,
+            ),
+          );
+        });
         ackUpTo = batch.firstSeq + batch.events.length - 1;
         break;
       }
@@ -229,13 +317,65 @@ async function handleMessages(
     }
   }
   if (events.length > 0) {
+    const unknown = await checkSessions(deps, agent, events, sessions);
     const stopTimer = deps.metrics.ingestSeconds.startTimer();
     const result = await deps.sessions.ingest(events);
     stopTimer();
     deps.metrics.eventsIngested.inc(result.appended);
     deps.metrics.eventDuplicates.inc(result.duplicates);
+    for (const [sessionId, count] of unknown) {
+      deps.metrics.eventsForUnknownSessions.inc(count);
+      log.warn(
+        { sessionId, events: count },
+        "events for a session the store does not know; stored unattached. Check that every control-plane replica uses the same store",
+      );
+    }
     // A link ended meanwhile (a revoked token) already carries its status; the agent resends.
     if (call.writable) call.write({ ack: { upToSeq: ackUpTo } });
   }
   if (heartbeat) await deps.store.touchAgent(agent.id, deps.now());
+}
+
+/**
+ * Refuses events for sessions of connections outside the account's scope: a
+ * legitimate agent never records them (it serves only connections it was
+ * configured with, and checks each token's connection), so they mean a token
+ * or an agent that is not what it claims. Events for a session the store does
+ * not know are stored anyway (losing events is worse); they are returned, as
+ * event counts by session id, for the caller to count and log.
+ */
+async function checkSessions(
+  deps: AgentLinkDeps,
+  agent: AgentRecord,
+  events: readonly NewEvent[],
+  sessions: Map<string, string>,
+): Promise<Map<string, number>> {
+  const unknown = new Map<string, number>();
+  for (const event of events) {
+    const id = event.sessionId;
+    let connection = sessions.get(id);
+    if (connection === undefined) {
+      const seen = unknown.get(id);
+      if (seen !== undefined) {
+        unknown.set(id, seen + 1);
+        continue;
+      }
+      const session = await deps.store.getSession(id);
+      if (session === null) {
+        unknown.set(id, 1);
+        continue;
+      }
+      connection = session.connection;
+      // A session's connection never changes, so remembering it is safe; forgetting all at once bounds memory.
+      if (sessions.size >= SESSION_CACHE_SIZE) sessions.clear();
+      sessions.set(id, connection);
+    }
+    if (!inScope(agent.connections, connection)) {
+      throw new GatehouseError(
+        "GATE_FORBIDDEN",
+        `event ${event.id} is for session ${id} of connection '${connection}', outside what agent account '${agent.name}' may serve (${describeScope(agent.connections)}); the batch is refused`,
+      );
+    }
+  }
+  return unknown;
 }

@@ -13,11 +13,22 @@ const OUTCOMES: Record<string, string> = {
 const headerPairs = (headers: ReadonlyArray<{ name: string; value: string }>) =>
   headers.map((h) => [h.name, h.value]);
 
-export function toNewEvent(e: SessionEvent__Output): NewEvent {
-  const base = { id: e.id, sessionId: e.sessionId, exchangeId: e.exchangeId, at: e.timeUnixMicros };
+/**
+ * A decoded SessionEvent as a store event record. A payload this control plane
+ * does not translate (a newer agent's) is kept as an `unrecognized` event
+ * holding `raw`, the event as it was encoded, so nothing the agent recorded is
+ * lost and a later version can still read it.
+ *
+ * @param where names the event in an error, e.g. "event 3 of the batch from spool seq 17".
+ */
+export function toNewEvent(e: SessionEvent__Output, raw: Uint8Array, where: string): NewEvent {
   if (!e.id || !e.sessionId || !e.exchangeId) {
-    throw new GatehouseError("GATE_INVALID_REQUEST", "session event without id, session id or exchange id");
+    throw new GatehouseError(
+      "GATE_INVALID_REQUEST",
+      `${where} has no id, session id or exchange id; every SessionEvent carries all three`,
+    );
   }
+  const base = { id: e.id, sessionId: e.sessionId, exchangeId: e.exchangeId, at: e.timeUnixMicros };
   switch (e.payload) {
     case "requestHead": {
       const h = e.requestHead;
@@ -74,21 +85,30 @@ export function toNewEvent(e: SessionEvent__Output): NewEvent {
     default:
       break;
   }
-  throw new GatehouseError(
-    "GATE_INVALID_REQUEST",
-    `session event ${e.id} has no payload this control plane understands`,
-  );
+  // A payload field this version's contract lacks decodes as no payload at all, so its name is unknown.
+  return {
+    ...base,
+    kind: "unrecognized",
+    attrs: e.payload ? { payload: e.payload } : {},
+    body: raw,
+  };
 }
 
-/** An encoded SessionEvent from an EventBatch, as a store event record. */
-export function decodeEvent(bytes: Uint8Array): NewEvent {
+/**
+ * An encoded SessionEvent from an EventBatch, as a store event record. Bytes
+ * that are no SessionEvent at all are a protocol error (GATE_INVALID_REQUEST
+ * naming `where`): storing them would record nothing anyone can read.
+ */
+export function decodeEvent(bytes: Uint8Array, where: string): NewEvent {
   let event: SessionEvent__Output;
   try {
     event = sessionEventCodec.decode(bytes);
   } catch (cause) {
-    throw new GatehouseError("GATE_INVALID_REQUEST", "an event in the batch is not an encoded SessionEvent", {
-      cause,
-    });
+    throw new GatehouseError(
+      "GATE_INVALID_REQUEST",
+      `${where} is not an encoded SessionEvent (${cause instanceof Error ? cause.message : String(cause)}); the batch is refused`,
+      { cause },
+    );
   }
-  return toNewEvent(event);
+  return toNewEvent(event, bytes, where);
 }

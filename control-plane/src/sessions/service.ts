@@ -133,8 +133,10 @@ export class SessionService {
   }
 
   /**
-   * Stores events reported by an agent. Events for a closed session (recorded
-   * before the close, delivered after it) extend the record, so it is sealed again.
+   * Stores events reported by an agent. Events for a closed session extend the
+   * record, so it is sealed again: an agent may deliver what it recorded before
+   * the close (it was offline, or the exchange was ending when the close reached
+   * it) after the close. The seal says how many events it covers.
    */
   async ingest(events: NewEvent[]): Promise<AppendResult> {
     const result = await this.deps.store.appendEvents(events);
@@ -154,8 +156,13 @@ export class SessionService {
       { sid: session.id, count: tail.count, lastHash: tail.lastHash, sealedAt },
       "gatehouse-seal+jws",
     );
-    const seal = { count: tail.count, lastHash: tail.lastHash, sealedAt, jws };
-    await store.setSeal(session.id, seal);
+    // Seals only move forward: a concurrent seal covering more events wins.
+    const seal = await store.setSeal(session.id, {
+      count: tail.count,
+      lastHash: tail.lastHash,
+      sealedAt,
+      jws,
+    });
     return { ...session, seal };
   }
 }

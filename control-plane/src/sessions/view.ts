@@ -109,6 +109,8 @@ interface ExchangeEvents {
 export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
   const byExchange = new Map<string, ExchangeEvents>();
   for (const e of events) {
+    // Kept for the record's completeness; there is nothing in it a view can show.
+    if (e.kind === "unrecognized") continue;
     let x = byExchange.get(e.exchangeId);
     if (!x) {
       x = { requestBody: [], responseBody: [], sse: [] };

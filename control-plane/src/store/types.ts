@@ -67,7 +67,15 @@ export type EventKind =
   | "response.head"
   | "response.body"
   | "response.sse"
-  | "exchange.end";
+  | "exchange.end"
+  /**
+   * An event whose payload this control plane does not know, from a newer
+   * agent: kept (and chained) like any other so the record stays complete.
+   * `body` holds the encoded SessionEvent as the agent sent it, for a later
+   * version to read; `attrs.payload` names the payload when it is known.
+   * Session views skip it.
+   */
+  | "unrecognized";
 
 /** An event as the agent reported it, before the store sequenced it. */
 export interface NewEvent {
@@ -112,15 +120,30 @@ export interface AgentRecord {
   createdAt: number;
   revokedAt: number | null;
   lastSeenAt: number | null;
+  /**
+   * The connections the agent may serve and record for; null: every connection.
+   * Fixed when the account is created.
+   */
+  connections: string[] | null;
 }
 
-/** A key that signs session tokens and seals. */
+/** A session closed before its token expired: agents must refuse the token until `expiresAt`. */
+export interface RevokedSessionRecord {
+  id: string;
+  expiresAt: number;
+  closedAt: number;
+}
+
+/**
+ * The public half of a key that signs session tokens and seals. The private
+ * half is never in the store: whoever can write records must not be able to
+ * re-sign them.
+ */
 export interface SigningKeyRecord {
   kid: string;
   alg: "EdDSA";
-  /** JWK JSON objects. */
+  /** JWK JSON object. */
   publicJwk: Record<string, unknown>;
-  privateJwk: Record<string, unknown>;
   createdAt: number;
 }
 
@@ -135,9 +158,20 @@ export interface Store {
   listSessions(filter: SessionFilter): Promise<Page<SessionRecord>>;
   /** Closes an open session; a closed one is returned unchanged. Null if unknown. */
   closeSession(id: string, closedAt: number): Promise<SessionRecord | null>;
-  setSeal(id: string, seal: Seal): Promise<void>;
-  /** Sessions closed before they expired, whose tokens must still be refused at `now`. */
-  listRevokedSessions(now: number): Promise<Array<{ id: string; expiresAt: number }>>;
+  /**
+   * Seals a session, unless the seal it has covers more events: a seal only
+   * moves forward, so a seal computed before later events arrived, stored
+   * after them, cannot shorten the proven record. Resolves with the seal in
+   * effect afterwards. Fails with GATE_NOT_FOUND for an unknown session.
+   */
+  setSeal(id: string, seal: Seal): Promise<Seal>;
+  /**
+   * Sessions closed before they expired, whose tokens must still be refused at
+   * `now`, ordered by `expiresAt`. With `closedAfter`, only those with
+   * `closedAt > closedAfter`, ordered by `closedAt`: what a replica polls for
+   * to pass closes made at other replicas on to its own agents.
+   */
+  listRevokedSessions(now: number, closedAfter?: number): Promise<RevokedSessionRecord[]>;
 
   /**
    * Sequences, chains and stores events, atomically per call. Events of one

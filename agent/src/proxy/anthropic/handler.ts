@@ -11,11 +11,12 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Connection__Output } from "@gatehouse/proto";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
-import { readBody } from "../body.js";
-import { type ErrorPresenter, forward, refuse } from "../forward.js";
-import { endToEnd, recordable } from "../headers.js";
+import { clientGone, readBody } from "../body.js";
+import { type ErrorPresenter, forward, halt, refuse } from "../forward.js";
+import { endToEnd, recordable, upstreamRequestHeaders } from "../headers.js";
 import { ExchangeRecorder } from "../recorder.js";
 import type { ProxyContext } from "../server.js";
+import { type UpstreamTarget, upstreamTarget } from "../target.js";
 
 const ERROR_TYPES: Record<number, string> = {
   400: "invalid_request_error",
@@ -63,6 +64,10 @@ function sessionToken(req: IncomingMessage): string | null {
   return typeof key === "string" && key.length > 0 ? key : null;
 }
 
+/**
+ * Serves one request on an `anthropic` connection. Never rejects once the
+ * exchange is being recorded: every way it can end is recorded as its end.
+ */
 export async function handleAnthropic(
   ctx: ProxyContext,
   connection: Connection__Output,
@@ -70,8 +75,29 @@ export async function handleAnthropic(
   res: ServerResponse,
   path: string,
 ): Promise<void> {
+  // Attached before anything is awaited, so a client that leaves at any point (during
+  // authentication, mid-upload, while a credential is fetched) stops the exchange.
+  const stop = new AbortController();
+  const onClose = () => {
+    if (!res.writableFinished) stop.abort(clientGone("before the response was complete"));
+  };
+  res.on("close", onClose);
+  try {
+    await authenticated(ctx, connection, req, res, path, stop);
+  } finally {
+    res.off("close", onClose);
+  }
+}
+
+async function authenticated(
+  ctx: ProxyContext,
+  connection: Connection__Output,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  stop: AbortController,
+): Promise<void> {
   const method = req.method ?? "GET";
-  const kind = exchangeKind(method, path);
   const token = sessionToken(req);
   if (!token) {
     const error = new GatehouseError(
@@ -90,25 +116,70 @@ export async function handleAnthropic(
   }
 
   const recorder = new ExchangeRecorder(ctx.spool, sessionId, ctx.onExchangeFinished);
+  // Registered in the same turn as the token check, so no revocation can fall between them.
+  const unwatch = ctx.verifier.watch(sessionId, (error) => stop.abort(error));
+  try {
+    await exchange(ctx, connection, req, res, path, method, recorder, stop.signal);
+  } catch (error) {
+    // A failed spool, or a bug: the client is told and the exchange still ends.
+    const err = asGatehouseError(error);
+    ctx.logger.error(
+      { err: error, connection: connection.name, exchange: recorder.exchangeId, code: err.code },
+      "exchange failed",
+    );
+    refuse(res, recorder, anthropicErrors, err, "OUTCOME_FAILED");
+  } finally {
+    unwatch();
+  }
+}
+
+async function exchange(
+  ctx: ProxyContext,
+  connection: Connection__Output,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  method: string,
+  recorder: ExchangeRecorder,
+  stopped: AbortSignal,
+): Promise<void> {
+  // The path is checked before it is recorded, so that an accepted exchange records
+  // exactly what was requested upstream, and a refused one what the client sent.
+  let target: UpstreamTarget | GatehouseError;
+  try {
+    target = upstreamTarget(new URL(connection.upstream), path);
+  } catch (error) {
+    target = asGatehouseError(error);
+  }
+  const recordedPath = target instanceof GatehouseError ? path : target.path;
   const clientHeaders = endToEnd(req.headers);
   recorder.requestHead({
     connection: connection.name,
-    kind,
+    kind: exchangeKind(method, recordedPath),
     method,
-    path,
+    path: recordedPath,
     headers: recordable(clientHeaders),
   });
 
   let body: Buffer;
   try {
-    body = await readBody(req, ctx.limits.maxRequestBytes);
+    body = await readBody(req, ctx.limits.maxRequestBytes, stopped);
   } catch (error) {
+    const err = asGatehouseError(error);
+    if (stopped.aborted || err.code === "GATE_CLIENT_GONE") {
+      return halt(res, recorder, anthropicErrors, stopped.aborted ? stopped.reason : err, "OUTCOME_REFUSED");
+    }
     // The rest of the body is unread, so this connection cannot carry another request.
     res.shouldKeepAlive = false;
-    return refuse(res, recorder, anthropicErrors, asGatehouseError(error), "OUTCOME_REFUSED");
+    return refuse(res, recorder, anthropicErrors, err, "OUTCOME_REFUSED");
   }
   recorder.requestBody(body);
+  if (stopped.aborted) return halt(res, recorder, anthropicErrors, stopped.reason, "OUTCOME_REFUSED");
+  if (target instanceof GatehouseError) {
+    return refuse(res, recorder, anthropicErrors, target, "OUTCOME_REFUSED");
+  }
 
+  const kind = exchangeKind(method, target.path);
   if (kind === "anthropic.messages" || kind === "anthropic.count_tokens") {
     try {
       JSON.parse(body.toString("utf8"));
@@ -135,25 +206,23 @@ export async function handleAnthropic(
     return refuse(res, recorder, anthropicErrors, err, "OUTCOME_FAILED");
   }
 
-  const {
-    authorization: _a,
-    "x-api-key": _k,
-    host: _h,
-    "content-length": _l,
-    expect: _e,
-    ...passThrough
-  } = clientHeaders;
+  // forward() sends nothing upstream if the exchange was stopped while the credential was fetched.
   await forward(
     {
       pool: ctx.upstreams,
-      upstream: new URL(connection.upstream),
-      path,
+      target: target.url,
       method,
       // Identity encoding, so the recorded response is readable and its events can be parsed.
-      headers: { ...passThrough, "accept-encoding": "identity", ...credentialHeaders },
+      headers: {
+        ...upstreamRequestHeaders(clientHeaders),
+        "accept-encoding": "identity",
+        ...credentialHeaders,
+      },
       body,
       idleTimeoutMs: ctx.limits.upstreamIdleTimeoutSeconds * 1000,
       maxSseEventBytes: ctx.limits.maxSseEventBytes,
+      stopped,
+      logger: ctx.logger,
     },
     res,
     recorder,

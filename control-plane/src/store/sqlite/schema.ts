@@ -7,8 +7,28 @@
  * @see https://www.sqlite.org/partialindex.html
  */
 
-/** The schema version this code writes and reads. */
-export const SCHEMA_VERSION = 1;
+/**
+ * The schema version this code writes and reads.
+ *
+ * - 1: the first release.
+ * - 2: `agents.connections` (an account's connection scope; NULL: every
+ *   connection), added to version-1 files by {@link SCHEMA_MIGRATIONS}.
+ * - 3: `signing_keys` holds public keys only; the private key lives in the
+ *   control plane's key file.
+ */
+export const SCHEMA_VERSION = 3;
+
+/**
+ * Statements that bring a file of the keyed version to the next one, run in
+ * the transaction that creates the schema. A new file gets the current tables
+ * from {@link SCHEMA_DDL} and needs none of them.
+ */
+export const SCHEMA_MIGRATIONS: ReadonlyMap<number, string> = new Map([
+  [1, "ALTER TABLE agents ADD COLUMN connections TEXT;"],
+  // Private signing keys moved out of the store (signing.keyFile): whoever can write the
+  // records must not be able to re-sign them. The public keys stay, so old seals verify.
+  [2, "ALTER TABLE signing_keys DROP COLUMN private_jwk;"],
+]);
 
 /**
  * Session listings walk one of these indexes in `(created_at, id)` order, newest
@@ -49,6 +69,9 @@ CREATE INDEX IF NOT EXISTS sessions_by_subject
   ON sessions (subject_id, created_at, id, closed_at, expires_at);
 CREATE INDEX IF NOT EXISTS sessions_revoked
   ON sessions (expires_at) WHERE closed_at IS NOT NULL AND closed_at < expires_at;
+-- Replicas poll for sessions closed since their last look (listRevokedSessions with closedAfter).
+CREATE INDEX IF NOT EXISTS sessions_revoked_by_close
+  ON sessions (closed_at, id) WHERE closed_at IS NOT NULL AND closed_at < expires_at;
 
 -- A rowid table rather than WITHOUT ROWID: bodies can be megabytes, and SQLite
 -- advises WITHOUT ROWID only for small rows. body is the last column so reading
@@ -73,14 +96,15 @@ CREATE TABLE IF NOT EXISTS agents (
   token_hash TEXT NOT NULL UNIQUE,
   created_at INTEGER NOT NULL,
   revoked_at INTEGER,
-  last_seen_at INTEGER
+  last_seen_at INTEGER,
+  -- JSON array of connection names; NULL: every connection.
+  connections TEXT
 );
 
 CREATE TABLE IF NOT EXISTS signing_keys (
   kid TEXT PRIMARY KEY NOT NULL,
   alg TEXT NOT NULL,
   public_jwk TEXT NOT NULL,
-  private_jwk TEXT NOT NULL,
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signing_keys_by_age ON signing_keys (created_at);

@@ -19,6 +19,7 @@ import type {
   EventKind,
   NewEvent,
   Page,
+  RevokedSessionRecord,
   Seal,
   SessionFilter,
   SessionRecord,
@@ -28,7 +29,7 @@ import type {
   Subject,
 } from "../types.js";
 import { decodeSessionCursor, encodeSessionCursor } from "./cursor.js";
-import { SCHEMA_DDL, SCHEMA_VERSION } from "./schema.js";
+import { SCHEMA_DDL, SCHEMA_MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 
 type Connection = InstanceType<typeof Database>;
 type Statement = ReturnType<Connection["prepare"]>;
@@ -103,20 +104,20 @@ interface AgentRow {
   created_at: number;
   revoked_at: number | null;
   last_seen_at: number | null;
+  connections: string | null;
 }
 
 interface SigningKeyRow {
   kid: string;
   alg: string;
   public_jwk: string;
-  private_jwk: string;
   created_at: number;
 }
 
 const SESSION_COLUMNS =
   "id, connection, subject_kind, subject_id, subject_claims, labels, created_at, expires_at, closed_at, seal";
 const EVENT_COLUMNS = "session_id, seq, event_id, exchange_id, at, kind, hash, attrs, body";
-const AGENT_COLUMNS = "id, name, token_hash, created_at, revoked_at, last_seen_at";
+const AGENT_COLUMNS = "id, name, token_hash, created_at, revoked_at, last_seen_at, connections";
 
 /**
  * A {@link Store} in one SQLite file, in WAL mode.
@@ -323,31 +324,45 @@ export class SqliteStore implements Store {
     return row === undefined ? null : sessionFromRow(row);
   }
 
-  /** Throws GATE_NOT_FOUND when the session does not exist: a seal needs a session to belong to. */
-  async setSeal(id: string, seal: Seal): Promise<void> {
-    const changes = this.#write(
-      `sealing session ${id}`,
-      () =>
-        this.#statement("UPDATE sessions SET seal = ? WHERE id = ?").run([JSON.stringify(seal), id]).changes,
-    );
-    if (changes === 0) {
-      throw new GatehouseError(
-        "GATE_NOT_FOUND",
-        `session ${id} not found; only a stored session can be sealed`,
-      );
-    }
+  /**
+   * Read and write share one IMMEDIATE transaction, so two replicas sealing the
+   * same session at once cannot both see the old seal and the shorter one win.
+   * Throws GATE_NOT_FOUND when the session does not exist: a seal needs a session to belong to.
+   */
+  async setSeal(id: string, seal: Seal): Promise<Seal> {
+    return this.#write(`sealing session ${id}`, () => {
+      const row = this.#statement("SELECT seal FROM sessions WHERE id = ?").get([id]) as
+        | { seal: string | null }
+        | undefined;
+      if (row === undefined) {
+        throw new GatehouseError(
+          "GATE_NOT_FOUND",
+          `session ${id} not found; only a stored session can be sealed`,
+        );
+      }
+      const current = row.seal === null ? null : (JSON.parse(row.seal) as Seal);
+      if (current !== null && current.count > seal.count) return current;
+      this.#statement("UPDATE sessions SET seal = ? WHERE id = ?").run([JSON.stringify(seal), id]);
+      return seal;
+    });
   }
 
-  async listRevokedSessions(now: number): Promise<Array<{ id: string; expiresAt: number }>> {
+  async listRevokedSessions(now: number, closedAfter?: number): Promise<RevokedSessionRecord[]> {
     const rows = this.#run(
       "listing revoked sessions",
       () =>
-        this.#statement(
-          "SELECT id, expires_at FROM sessions INDEXED BY sessions_revoked" +
-            " WHERE closed_at IS NOT NULL AND closed_at < expires_at AND expires_at > ? ORDER BY expires_at, id",
-        ).all([now]) as Array<{ id: string; expires_at: number }>,
+        (closedAfter === undefined
+          ? this.#statement(
+              "SELECT id, expires_at, closed_at FROM sessions INDEXED BY sessions_revoked" +
+                " WHERE closed_at IS NOT NULL AND closed_at < expires_at AND expires_at > ? ORDER BY expires_at, id",
+            ).all([now])
+          : this.#statement(
+              "SELECT id, expires_at, closed_at FROM sessions INDEXED BY sessions_revoked_by_close" +
+                " WHERE closed_at IS NOT NULL AND closed_at < expires_at AND closed_at > ? AND expires_at > ?" +
+                " ORDER BY closed_at, id",
+            ).all([closedAfter, now])) as Array<{ id: string; expires_at: number; closed_at: number }>,
     );
-    return rows.map((row) => ({ id: row.id, expiresAt: row.expires_at }));
+    return rows.map((row) => ({ id: row.id, expiresAt: row.expires_at, closedAt: row.closed_at }));
   }
 
   /**
@@ -468,13 +483,14 @@ export class SqliteStore implements Store {
             : `agent ${agent.id} has the same token as agent ${clash.id}; issue a new token`,
         );
       }
-      this.#statement(`INSERT INTO agents (${AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`).run([
+      this.#statement(`INSERT INTO agents (${AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)`).run([
         agent.id,
         agent.name,
         agent.tokenHash,
         agent.createdAt,
         agent.revokedAt,
         agent.lastSeenAt,
+        agent.connections === null ? null : JSON.stringify(agent.connections),
       ]);
     });
   }
@@ -527,9 +543,12 @@ export class SqliteStore implements Store {
           `signing key ${key.kid} already exists; key ids must be unique`,
         );
       }
-      this.#statement(
-        "INSERT INTO signing_keys (kid, alg, public_jwk, private_jwk, created_at) VALUES (?, ?, ?, ?, ?)",
-      ).run([key.kid, key.alg, JSON.stringify(key.publicJwk), JSON.stringify(key.privateJwk), key.createdAt]);
+      this.#statement("INSERT INTO signing_keys (kid, alg, public_jwk, created_at) VALUES (?, ?, ?, ?)").run([
+        key.kid,
+        key.alg,
+        JSON.stringify(key.publicJwk),
+        key.createdAt,
+      ]);
     });
   }
 
@@ -538,14 +557,13 @@ export class SqliteStore implements Store {
       "listing signing keys",
       () =>
         this.#statement(
-          "SELECT kid, alg, public_jwk, private_jwk, created_at FROM signing_keys ORDER BY created_at, rowid",
+          "SELECT kid, alg, public_jwk, created_at FROM signing_keys ORDER BY created_at, rowid",
         ).all([]) as SigningKeyRow[],
     );
     return rows.map((row) => ({
       kid: row.kid,
       alg: row.alg as SigningKeyRecord["alg"],
       publicJwk: JSON.parse(row.public_jwk) as Record<string, unknown>,
-      privateJwk: JSON.parse(row.private_jwk) as Record<string, unknown>,
       createdAt: row.created_at,
     }));
   }
@@ -627,7 +645,15 @@ function prepareFile(db: Connection, path: string): void {
   }
   db.exec("BEGIN IMMEDIATE");
   try {
+    // Read again under the write lock: another process may have migrated the file meanwhile.
+    const current = (db.prepare("PRAGMA user_version").get([]) as { user_version?: number } | undefined)
+      ?.user_version;
     db.exec(SCHEMA_DDL);
+    // Version 0 is a new file: SCHEMA_DDL just made it current.
+    for (let from = current ?? 0; from > 0 && from < SCHEMA_VERSION; from++) {
+      const migration = SCHEMA_MIGRATIONS.get(from);
+      if (migration !== undefined) db.exec(migration);
+    }
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     // Always write, so a read-only file or directory fails here, at start-up,
     // and not when the first events arrive.
@@ -733,5 +759,6 @@ function agentFromRow(row: AgentRow): AgentRecord {
     createdAt: row.created_at,
     revokedAt: row.revoked_at,
     lastSeenAt: row.last_seen_at,
+    connections: row.connections === null ? null : (JSON.parse(row.connections) as string[]),
   };
 }
