@@ -11,6 +11,7 @@
 import { arch, availableParallelism, cpus, loadavg, platform, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { AGENT_NODE_OPTIONS } from "@gatehouse/agent/config.js";
 import { Pool } from "undici";
 import {
   BenchChild,
@@ -290,11 +291,12 @@ async function deploy(
       "--agent-token",
       cp.info.agentToken,
     ];
+    // The agent runs with the V8 options `gatehouse up` gives it, unless the run says otherwise.
     const agent = await BenchChild.start<GatewayInfo>(
       "agent",
       script,
       [...agentArgs, "--upstream-key", upstream.apiKey, ...common],
-      execArgv,
+      execArgv.length > 0 ? execArgv : [...AGENT_NODE_OPTIONS],
     );
     return { layout, agent, children: [agent, cp], grant: await cp.ask<SessionGrant>("session") };
   } catch (error) {

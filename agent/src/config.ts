@@ -92,3 +92,12 @@ export const agentConfigSchema = z.strictObject({
 
 export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
 export type ProxyConfig = Readonly<z.infer<typeof proxyConfigSchema>>;
+
+/**
+ * V8 options for an agent process. A smaller young generation keeps an agent
+ * holding many open streams small: in bench/, 500 concurrent streams took the
+ * agent to ~160 MB resident with V8's default and ~140 MB with this, at no
+ * measurable cost in latency or CPU. `gatehouse up` starts its agent with it;
+ * run a standalone agent with `NODE_OPTIONS=--max-semi-space-size=4`.
+ */
+export const AGENT_NODE_OPTIONS: readonly string[] = ["--max-semi-space-size=4"];

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { agentConfigSchema, proxyConfigSchema } from "@gatehouse/agent/config.js";
+import { AGENT_NODE_OPTIONS, agentConfigSchema, proxyConfigSchema } from "@gatehouse/agent/config.js";
 import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
 import { Registry } from "prom-client";
 import type { z } from "zod";
@@ -182,7 +182,16 @@ class AgentChild {
   static async start(configFile: string, dataDir: string, env: Env): Promise<AgentChild> {
     const child = spawn(
       process.execPath,
-      [...process.execArgv, CLI_MAIN, "agent", "--config", configFile, "--data", dataDir],
+      [
+        ...process.execArgv,
+        ...AGENT_NODE_OPTIONS,
+        CLI_MAIN,
+        "agent",
+        "--config",
+        configFile,
+        "--data",
+        dataDir,
+      ],
       {
         env,
         stdio: ["ignore", "inherit", "inherit", "ipc"],
