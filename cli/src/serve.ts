@@ -106,6 +106,7 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
       store: file.store,
       sessions: file.sessions,
       signing: file.signing,
+      retention: file.retention,
       http: { listen: flags.http ?? file.http.listen },
       grpc: { listen: flags.grpc ?? file.grpc.listen, tls: file.grpc.tls },
     },

@@ -49,12 +49,31 @@ export const controlPlaneConfigSchema = z.strictObject({
       "connection names must be unique",
     ),
   store: z
-    .strictObject({
-      type: z.literal("sqlite"),
-      /** Database file; default `<data dir>/gatehouse.db`. */
-      path: z.string().optional(),
-    })
+    .discriminatedUnion("type", [
+      z.strictObject({
+        type: z.literal("sqlite"),
+        /** Database file; default `<data dir>/gatehouse.db`. */
+        path: z.string().optional(),
+      }),
+      z.strictObject({
+        type: z.literal("mongodb"),
+        /** Any MongoDB-compatible server: MongoDB 6+, Azure Cosmos DB for MongoDB (vCore), DocumentDB, FerretDB. */
+        uri: z.string().regex(/^mongodb(\+srv)?:\/\//, "expected a mongodb:// or mongodb+srv:// URI"),
+        database: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,63}$/, "use letters, digits, '_' and '-' (max 63)")
+          .default("gatehouse"),
+      }),
+    ])
     .default({ type: "sqlite" }),
+  retention: z
+    .strictObject({
+      /** Closed sessions, with their events, are purged this many days after they closed; unset: kept. */
+      closedSessionsDays: z.int().min(1).optional(),
+      /** How often to look for sessions to purge. */
+      checkIntervalMinutes: z.int().min(1).max(1440).default(60),
+    })
+    .default({ checkIntervalMinutes: 60 }),
   http: z
     .strictObject({ listen: listenAddress.default("127.0.0.1:7070") })
     .default({ listen: "127.0.0.1:7070" }),
@@ -64,10 +83,12 @@ export const controlPlaneConfigSchema = z.strictObject({
   signing: z
     .strictObject({
       /**
-       * File with the private key that signs session tokens and seals (an Ed25519
-       * JWK, 0600); made on first start. Default `<data dir>/signing-key.jwk`. Kept
-       * out of the store so that whoever can write records cannot re-sign them;
-       * replicas share it (mount the same secret).
+       * The keys of session tokens and seals: a JWK set (0600) whose first private
+       * Ed25519 key signs and whose every key verifies (keep retired keys' public
+       * halves there). Made with one new key on first start. Default
+       * `<data dir>/signing-key.jwk`. The only source of trusted keys: never the
+       * store, which whoever can write records could also write. Replicas share
+       * it (mount the same secret).
        */
       keyFile: z.string().optional(),
     })

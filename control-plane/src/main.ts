@@ -60,12 +60,11 @@ function hostOf(address: string): string {
 export async function startControlPlane(deps: ControlPlaneDeps): Promise<RunningControlPlane> {
   const { config } = deps;
   const now = deps.now ?? Date.now;
-  const store = await SqliteStore.open({ path: config.store.path ?? join(deps.dataDir, "gatehouse.db") });
-  const keys = await SigningKeys.load(
-    store,
-    config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"),
-    now(),
-  );
+  const store = await SqliteStore.open({
+    path:
+      (config.store.type === "sqlite" ? config.store.path : undefined) ?? join(deps.dataDir, "gatehouse.db"),
+  });
+  const keys = await SigningKeys.load(config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"));
   const agents = new AgentRegistry();
   const feed = new SessionFeed();
   const metrics = createControlPlaneMetrics(deps.registry, agents);

@@ -33,13 +33,20 @@ export function childEnvironment(
   return { ...env, ...sessionEnvironment(session) };
 }
 
-/** Signals passed on to the tool, so that stopping the runner stops the tool (and then the session). */
-const FORWARDED: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+/**
+ * Signals passed on to the tool, so that stopping the runner stops the tool (and
+ * then the session). Not SIGINT: a Ctrl-C at a terminal reaches the tool already
+ * (it is in the same process group), and a second one would make tools such as
+ * Claude Code quit instead of interrupting; this process just outlives it.
+ */
+const FORWARDED: NodeJS.Signals[] = ["SIGTERM", "SIGHUP"];
+const ignore = () => {};
 
 /**
  * Runs `command` with the session's environment; resolves with its exit code
- * (128+n for a signal). SIGINT, SIGTERM and SIGHUP sent to this process are
- * passed on to the tool, and this process waits for it to end.
+ * (128+n for a signal). SIGTERM and SIGHUP sent to this process are passed on
+ * to the tool; SIGINT is left to reach it from the terminal; either way this
+ * process waits for the tool to end.
  */
 export function runWithSession(
   session: OpenedSession,
@@ -55,8 +62,10 @@ export function runWithSession(
     });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);
     for (const signal of FORWARDED) process.on(signal, forward);
+    process.on("SIGINT", ignore);
     const done = () => {
       for (const signal of FORWARDED) process.off(signal, forward);
+      process.off("SIGINT", ignore);
     };
     child.once("error", (error) => {
       done();

@@ -10,12 +10,12 @@ import { describe, test } from "node:test";
 import { EMPTY_TAIL, verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
 import type {
   AgentRecord,
+  AuditRecord,
   EventKind,
   NewEvent,
   SessionFilter,
   SessionRecord,
   SessionStatus,
-  SigningKeyRecord,
   Store,
   StoredEvent,
 } from "@gatehouse/control-plane/store/types.js";
@@ -25,7 +25,11 @@ import { isGatehouseError } from "@gatehouse/proto/errors";
 export interface StoreFixture {
   /** A fresh store holding no data. */
   store: Store;
-  /** Opens another store over the same data; the suite has closed the previous one first. */
+  /**
+   * Opens another store object over the same data. The suite calls it after
+   * closing the previous store (a restart), and also while others are open
+   * (several control-plane replicas); it closes every store it opened.
+   */
   reopen: () => Promise<Store>;
   /** Removes the data; called once, after every store the suite opened is closed. */
   cleanup: () => Promise<void>;
@@ -35,6 +39,8 @@ interface StoreContext {
   store: Store;
   /** Closes the current store and opens the same data again. */
   closeAndReopen: () => Promise<Store>;
+  /** Opens one more store over the same data, alongside the current one; closed when the test ends. */
+  openAnother: () => Promise<Store>;
 }
 
 const T0 = 1_800_000_000_000;
@@ -137,6 +143,33 @@ async function listAll(store: Store, filter: Omit<SessionFilter, "cursor">): Pro
   }
 }
 
+/** Ids of every audit entry, newest first, following nextCursor to the end. */
+async function listAllAudit(store: Store, limit: number): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await store.listAudit(cursor === undefined ? { limit } : { limit, cursor });
+    assert.ok(page.items.length <= limit, "a page holds more than limit entries");
+    if (cursor !== undefined)
+      assert.ok(page.items.length > 0, "the previous page offered a cursor to nothing");
+    ids.push(...page.items.map((entry) => entry.id));
+    if (page.nextCursor === null) return ids;
+    cursor = page.nextCursor;
+  }
+}
+
+function makeAudit(at: number, overrides: Partial<AuditRecord> = {}): AuditRecord {
+  return {
+    id: sessionId(at),
+    at,
+    actor: "https://token.actions.githubusercontent.com#repo:contoso/app:ref:refs/heads/main",
+    action: "session.close",
+    target: sessionId(at),
+    details: { reason: "done", "ci.job": "build", $where: "literal key", nested: { list: [1, "två", null] } },
+    ...overrides,
+  };
+}
+
 /** Newest first, ties broken by id, as listSessions orders them. */
 function newestFirst(sessions: SessionRecord[]): string[] {
   return [...sessions]
@@ -157,6 +190,7 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
   async function withStore(work: (context: StoreContext) => Promise<void>): Promise<void> {
     const fixture = await open();
     let current: Store | null = fixture.store;
+    const others: Store[] = [];
     const context: StoreContext = {
       store: fixture.store,
       closeAndReopen: async () => {
@@ -165,10 +199,16 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
         current = await fixture.reopen();
         return current;
       },
+      openAnother: async () => {
+        const another = await fixture.reopen();
+        others.push(another);
+        return another;
+      },
     };
     try {
       await work(context);
     } finally {
+      for (const other of others) await other.close();
       await current?.close();
       await fixture.cleanup();
     }
@@ -684,6 +724,73 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           }
           assert.equal((await store.chainTail(session.id)).count, total);
         }));
+
+      test("a 20 MB body in one event, larger than any store document, reads back byte for byte", () =>
+        withStore(async ({ store }) => {
+          // Stores whose documents are capped (MongoDB: 16 MiB) keep such a body in pieces;
+          // a reader must not see the difference, and a resend must store nothing twice.
+          const session = makeSession();
+          await store.insertSession(session);
+          const large = makeEvent(session.id, "huge", 1, randomBytes(20 * MB + 3));
+          const sent = [makeEvent(session.id, "huge", 0), large, makeEvent(session.id, "huge", 2)];
+          const first = await store.appendEvents(sent);
+          assert.equal(first.appended, 3);
+          const again = await store.appendEvents([large]);
+          assert.equal(again.duplicates, 1);
+          assert.equal(again.appended, 0);
+          const stored = await readAll(store, session.id);
+          assert.equal(stored.length, 3);
+          sent.forEach((event, i) => {
+            assertStoredAs(stored[i], event);
+          });
+          assertChainValid(stored);
+          // Read from just before the large event, as a follower that stopped there would.
+          const tail = await store.readEvents(session.id, 1, 10);
+          assert.equal(tail[0]?.body?.byteLength, 20 * MB + 3);
+        }));
+
+      test("store objects over the same data appending to one session store every event once, 1..N", () =>
+        withStore(async ({ store, openAnother }) => {
+          // Control-plane replicas share one database, and an agent that reconnects to
+          // another replica resends what was not acknowledged: writers in separate store
+          // objects race for the same session without a shared lock, and the record must
+          // still hold each event once, in one unbroken chain.
+          const session = makeSession();
+          await store.insertSession(session);
+          const stores = [store, await openAnother(), await openAnother()];
+          const exchanges = Array.from({ length: 24 }, (_, n) => exchange(session.id, `x${n}`, 10));
+          const calls = exchanges.flatMap((events, n) => [
+            (stores[n % 3] as Store).appendEvents(events),
+            (stores[(n + 1) % 3] as Store).appendEvents(events),
+          ]);
+          const results = await Promise.all(calls);
+          const total = exchanges.length * 10;
+          assert.equal(
+            results.reduce((sum, r) => sum + r.appended, 0),
+            total,
+          );
+          assert.equal(
+            results.reduce((sum, r) => sum + r.duplicates, 0),
+            total,
+          );
+          for (const reader of stores) {
+            const stored = await readAll(reader, session.id);
+            assert.deepEqual(
+              stored.map((e) => e.seq),
+              Array.from({ length: total }, (_, i) => i + 1),
+            );
+            assertChainValid(stored);
+            assert.equal(new Set(stored.map((e) => e.id)).size, total);
+            for (const events of exchanges) {
+              const exchangeId = events[0]?.exchangeId;
+              assert.deepEqual(
+                stored.filter((e) => e.exchangeId === exchangeId).map((e) => e.id),
+                events.map((e) => e.id),
+              );
+            }
+            assert.deepEqual(await reader.chainTail(session.id), verifyChain(stored).tail);
+          }
+        }));
     });
 
     describe("agents", () => {
@@ -758,18 +865,151 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
         }));
     });
 
-    describe("signing keys", () => {
-      test("signing keys list oldest first with their JWKs intact", () =>
+    describe("audit log", () => {
+      test("entries list newest first, ties broken by id, and pages visit every entry once", () =>
         withStore(async ({ store }) => {
-          const key = (kid: string, createdAt: number): SigningKeyRecord => ({
-            kid,
-            alg: "EdDSA",
-            publicJwk: { kty: "OKP", crv: "Ed25519", x: randomBytes(32).toString("base64url"), kid },
-            createdAt,
+          // Three entries share each time, so the id must break ties for the pages
+          // to neither repeat nor skip an entry.
+          const entries = Array.from({ length: 125 }, (_, i) =>
+            makeAudit(T0 + Math.floor(i / 3) * 1000, i % 4 === 0 ? { target: null } : {}),
+          );
+          for (const e of [...entries].sort(() => Math.random() - 0.5)) await store.appendAudit(e);
+          const expected = [...entries]
+            .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+            .map((e) => e.id);
+          const first = await store.listAudit({ limit: 10 });
+          assert.deepEqual(
+            first.items,
+            expected.slice(0, 10).map((id) => entries.find((e) => e.id === id)),
+            "entries read back exactly",
+          );
+          assert.deepEqual(await listAllAudit(store, 10), expected);
+          assert.deepEqual(await listAllAudit(store, 25), expected);
+          assert.deepEqual(await listAllAudit(store, 1000), expected);
+        }));
+
+      test("a page boundary holds while newer entries are appended", () =>
+        withStore(async ({ store }) => {
+          const entries = Array.from({ length: 20 }, (_, i) => makeAudit(T0 + i * 1000));
+          for (const e of entries) await store.appendAudit(e);
+          const first = await store.listAudit({ limit: 5 });
+          assert.ok(first.nextCursor);
+          await store.appendAudit(makeAudit(T0 + HOUR));
+          const second = await store.listAudit({ limit: 5, cursor: first.nextCursor });
+          assert.deepEqual(
+            second.items.map((e) => e.id),
+            entries
+              .slice(10, 15)
+              .reverse()
+              .map((e) => e.id),
+          );
+        }));
+
+      test("an audit entry id stored twice is refused and the first entry stays", () =>
+        withStore(async ({ store }) => {
+          // An entry, once written, must not be replaced: it is the record of who did what.
+          const entry = makeAudit(T0);
+          await store.appendAudit(entry);
+          await assert.rejects(
+            store.appendAudit({ ...entry, actor: "intruder", action: "agent.revoke" }),
+            (error: unknown) => isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST",
+          );
+          assert.deepEqual((await store.listAudit({ limit: 10 })).items, [entry]);
+        }));
+
+      test("a cursor or limit the store did not issue is refused as a caller error", () =>
+        withStore(async ({ store }) => {
+          await store.appendAudit(makeAudit(T0));
+          const refused = (error: unknown) =>
+            isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST";
+          for (const cursor of ["not-a-cursor", "", "eyJ4IjoxfQ"]) {
+            await assert.rejects(store.listAudit({ limit: 10, cursor }), refused, `cursor ${cursor}`);
+          }
+          for (const limit of [0, -1, 1.5, Number.NaN]) {
+            await assert.rejects(store.listAudit({ limit }), refused, `limit ${limit}`);
+          }
+          assert.equal((await store.listAudit({ limit: 10 })).items.length, 1);
+        }));
+    });
+
+    describe("retention", () => {
+      test("purging removes only sessions closed before the cutoff, with their events and bodies", () =>
+        withStore(async ({ store }) => {
+          const cutoff = T0 + 10 * HOUR;
+          // Closed before the cutoff: these go, whatever their lifetime or seal.
+          const old = Array.from({ length: 5 }, (_, i) =>
+            makeSession({ createdAt: T0 + i * MINUTE, closedAt: T0 + (i + 1) * HOUR - 1 }),
+          );
+          // Closed at or after the cutoff, still open (even long expired), or events
+          // with no session record: these stay exactly as they were.
+          const atCutoff = makeSession({ createdAt: T0, closedAt: cutoff });
+          const recent = makeSession({ createdAt: cutoff - HOUR, closedAt: cutoff + MINUTE });
+          const openExpired = makeSession({ createdAt: T0 - 100 * HOUR });
+          const open = makeSession({ createdAt: cutoff - MINUTE, expiresAt: cutoff + HOUR });
+          const kept = [atCutoff, recent, openExpired, open];
+          for (const s of [...old, ...kept]) await store.insertSession(s);
+          const orphan = sessionId(T0);
+          let oldEvents = 0;
+          for (const [n, s] of [...old, ...kept].entries()) {
+            const events = exchange(s.id, "x1", 3 + n);
+            // One purged and one kept session each have a body too large for a store document.
+            if (s === old[1] || s === recent) events.push(makeEvent(s.id, "x2", 0, randomBytes(9 * MB)));
+            await store.appendEvents(events);
+            if (old.includes(s)) oldEvents += events.length;
+          }
+          await store.appendEvents(exchange(orphan, "x1", 4));
+          const sealed = old[0] as SessionRecord;
+          await store.setSeal(sealed.id, { count: 3, lastHash: "ab".repeat(32), sealedAt: T0, jws: "a.b.c" });
+          const before = new Map<string, StoredEvent[]>();
+          for (const id of [...kept.map((s) => s.id), orphan]) before.set(id, await readAll(store, id));
+
+          const results = [];
+          for (;;) {
+            const result = await store.purgeClosedSessions(cutoff, 2);
+            results.push(result);
+            assert.ok(result.sessions <= 2, "a purge call deletes at most limit sessions");
+            if (result.sessions === 0) break;
+          }
+          assert.deepEqual(
+            results.map((r) => r.sessions),
+            [2, 2, 1, 0],
+          );
+          assert.equal(
+            results.reduce((sum, r) => sum + r.events, 0),
+            oldEvents,
+          );
+
+          for (const s of old) {
+            assert.equal(await store.getSession(s.id), null);
+            assert.deepEqual(await store.readEvents(s.id, 0, 100), []);
+            assert.deepEqual(await store.chainTail(s.id), EMPTY_TAIL);
+          }
+          for (const s of kept) assert.deepEqual(await store.getSession(s.id), s);
+          for (const [id, events] of before) assert.deepEqual(await readAll(store, id), events);
+          assert.deepEqual(
+            await listAll(store, { now: cutoff, limit: 3 }),
+            newestFirst(kept),
+            "listings no longer show purged sessions",
+          );
+          assert.deepEqual(await store.purgeClosedSessions(cutoff, 100), { sessions: 0, events: 0 });
+          // A later cutoff takes the sessions closed since; open ones are never purged.
+          assert.deepEqual(await store.purgeClosedSessions(cutoff + HOUR, 100), {
+            sessions: 2,
+            events: (before.get(atCutoff.id)?.length ?? 0) + (before.get(recent.id)?.length ?? 0),
           });
-          const keys = [key("k2", T0 + 2 * HOUR), key("k0", T0), key("k1", T0 + HOUR)];
-          for (const k of keys) await store.insertSigningKey(k);
-          assert.deepEqual(await store.listSigningKeys(), [keys[1], keys[2], keys[0]]);
+          assert.deepEqual(await store.getSession(open.id), open);
+          assert.deepEqual(await store.getSession(openExpired.id), openExpired);
+        }));
+
+      test("a purge limit that is not a positive whole number is refused as a caller error", () =>
+        withStore(async ({ store }) => {
+          for (const limit of [0, -3, 2.5, Number.NaN]) {
+            await assert.rejects(
+              store.purgeClosedSessions(T0, limit),
+              (error: unknown) => isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST",
+              `limit ${limit}`,
+            );
+          }
         }));
     });
 
@@ -796,13 +1036,6 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             connections: ["claude"],
           };
           await store.insertAgent(agent);
-          const key: SigningKeyRecord = {
-            kid: "k1",
-            alg: "EdDSA",
-            publicJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA" },
-            createdAt: T0,
-          };
-          await store.insertSigningKey(key);
           const before = {
             sessions: await store.listSessions({ now: T0, limit: 10 }),
             open: await readAll(store, open.id),
@@ -818,7 +1051,6 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           assert.deepEqual(await readAll(again, sealed.id), before.sealed);
           assert.deepEqual(await readAll(again, orphan), before.orphan);
           assert.deepEqual(await again.findAgentByTokenHash(agent.tokenHash), agent);
-          assert.deepEqual(await again.listSigningKeys(), [key]);
           assert.deepEqual(await again.listRevokedSessions(T0 + 2 * MINUTE), [
             { id: sealed.id, expiresAt: sealed.expiresAt, closedAt: T0 + MINUTE },
           ]);

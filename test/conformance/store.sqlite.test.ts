@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
+import { SCHEMA_VERSION } from "@gatehouse/control-plane/store/sqlite/schema.js";
 import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
@@ -127,7 +128,11 @@ describe("SqliteStore: files, processes and crashes", () => {
       // The same file as version 1 left it: no connections column, private keys in the store.
       const raw = new Database(path);
       raw.exec(
-        "ALTER TABLE agents DROP COLUMN connections; ALTER TABLE signing_keys ADD COLUMN private_jwk TEXT NOT NULL DEFAULT '{}'; PRAGMA user_version = 1;",
+        `ALTER TABLE agents DROP COLUMN connections;
+         CREATE TABLE signing_keys (kid TEXT PRIMARY KEY NOT NULL, alg TEXT NOT NULL, public_jwk TEXT NOT NULL,
+           created_at INTEGER NOT NULL, private_jwk TEXT NOT NULL);
+         INSERT INTO signing_keys VALUES ('k1', 'EdDSA', '{}', 1, '{"d":"private"}');
+         PRAGMA user_version = 1;`,
       );
       raw.close();
 
@@ -142,39 +147,30 @@ describe("SqliteStore: files, processes and crashes", () => {
       }
       const check = new Database(path);
       const version = check.prepare("PRAGMA user_version").get([]) as { user_version: number };
-      assert.equal(version.user_version, 3, "the file is marked as the current version");
+      assert.equal(version.user_version, SCHEMA_VERSION, "the file is marked as the current version");
       check.close();
     }));
 
-  test("a file written by schema version 2 loses its private signing keys and keeps the public ones", () =>
+  test("signing keys kept in the store by older versions are dropped from it", () =>
     inTempDir(async (dir) => {
-      // Version 3 moved private keys out of the store (into the control plane's key
-      // file), so that whoever can write records cannot re-sign them.
+      // Version 4 trusts only the control plane's key file: a key in the store could be
+      // replaced by whoever can write records, and records signed with it.
       const path = join(dir, "gatehouse.db");
-      const first = await SqliteStore.open({ path });
-      const key = {
-        kid: "k1",
-        alg: "EdDSA" as const,
-        publicJwk: { kty: "OKP", crv: "Ed25519", x: "AAAA" },
-        createdAt: 1,
-      };
-      await first.insertSigningKey(key);
-      await first.close();
+      await (await SqliteStore.open({ path })).close();
       const raw = new Database(path);
       raw.exec(
-        `ALTER TABLE signing_keys ADD COLUMN private_jwk TEXT NOT NULL DEFAULT '{"d":"private"}'; PRAGMA user_version = 2;`,
+        `CREATE TABLE signing_keys (kid TEXT PRIMARY KEY NOT NULL, alg TEXT NOT NULL, public_jwk TEXT NOT NULL,
+           created_at INTEGER NOT NULL);
+         INSERT INTO signing_keys VALUES ('k1', 'EdDSA', '{"kty":"OKP","crv":"Ed25519","x":"AAAA"}', 1);
+         PRAGMA user_version = 3;`,
       );
       raw.close();
 
-      const store = await SqliteStore.open({ path });
-      assert.deepEqual(await store.listSigningKeys(), [key]);
-      await store.close();
+      await (await SqliteStore.open({ path })).close();
       const check = new Database(path);
-      const columns = (
-        check.prepare("PRAGMA table_info(signing_keys)").all([]) as Array<{ name: string }>
-      ).map((c) => c.name);
+      const tables = check.prepare("SELECT name FROM sqlite_schema WHERE name = 'signing_keys'").all([]);
       check.close();
-      assert.ok(!columns.includes("private_jwk"), `columns: ${columns.join(", ")}`);
+      assert.deepEqual(tables, []);
     }));
 
   test("a closed store refuses calls as unavailable", () =>

@@ -149,7 +149,11 @@ describe("gatehouse up, exec and sessions", () => {
     }
     assert.equal((await stat(data())).mode & 0o777, 0o700);
     // The private key is not in the store: whoever can write records cannot re-sign them.
-    const { d } = JSON.parse(await readFile(join(data(), "signing-key.jwk"), "utf8")) as { d: string };
+    const { keys } = JSON.parse(await readFile(join(data(), "signing-key.jwk"), "utf8")) as {
+      keys: Array<{ d: string }>;
+    };
+    const d = keys[0]?.d ?? "";
+    assert.ok(d.length > 40);
     for (const file of ["gatehouse.db", "gatehouse.db-wal"]) {
       assert.ok(!(await readFile(join(data(), file))).includes(d), `${file} holds no private key`);
     }
@@ -322,6 +326,31 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
       items: Array<{ status: string; labels: Record<string, string> }>;
     };
     assert.equal(items.find((s) => s.labels.case === "signal")?.status, "closed");
+  });
+
+  test("a Ctrl-C at a terminal reaches the tool once, not twice", async () => {
+    // Regression: exec forwarded SIGINT although the terminal had already sent it to the
+    // whole process group, and tools such as Claude Code quit on a second Ctrl-C.
+    const env = { GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_URL: rest };
+    const tool =
+      "let n = 0; process.on('SIGINT', () => { n += 1; if (n === 1) setTimeout(() => { console.log('sigints ' + n); process.exit(5); }, 300); }); console.log('tool ready'); setInterval(() => {}, 1000);";
+    const child = spawn(
+      process.execPath,
+      [GATEHOUSE_BIN, "exec", "--connection", "claude", "--", process.execPath, "-e", tool],
+      { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+    );
+    let stdout = "";
+    const exited = once(child, "exit");
+    await new Promise<void>((resolve) =>
+      child.stdout.on("data", (d: Buffer) => {
+        stdout += d;
+        if (stdout.includes("tool ready")) resolve();
+      }),
+    );
+    process.kill(-(child.pid ?? 0), "SIGINT"); // what a terminal does: the whole foreground group
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 5);
+    assert.match(stdout, /sigints 1\n/);
   });
 
   test("config errors stop start-up with the key named", async () => {

@@ -8,7 +8,7 @@ import { before, describe, test } from "node:test";
 import { chainEvents, EMPTY_TAIL } from "@gatehouse/control-plane/sessions/chain.js";
 import { verifyRecord } from "@gatehouse/control-plane/sessions/verify.js";
 import type { NewEvent, StoredEvent } from "@gatehouse/control-plane/store/types.js";
-import { CompactSign, exportJWK, generateKeyPair, type JSONWebKeySet, type JWK } from "jose";
+import { CompactSign, type CryptoKey, exportJWK, generateKeyPair, type JSONWebKeySet, type JWK } from "jose";
 
 const SID = "0199a1b2-0000-7000-8000-000000000001";
 
@@ -27,17 +27,19 @@ function events(n: number): StoredEvent[] {
 
 describe("verifyRecord", () => {
   let sign: (payload: object) => Promise<string>;
+  let privateKey: CryptoKey;
   let keys: JSONWebKeySet;
   let otherKeys: JSONWebKeySet;
 
   before(async () => {
     const pair = await generateKeyPair("EdDSA", { crv: "Ed25519" });
+    privateKey = pair.privateKey;
     const other = await generateKeyPair("EdDSA", { crv: "Ed25519" });
     keys = { keys: [{ ...(await exportJWK(pair.publicKey)), kid: "k1", alg: "EdDSA" } as JWK] };
     otherKeys = { keys: [{ ...(await exportJWK(other.publicKey)), kid: "k1", alg: "EdDSA" } as JWK] };
     sign = (payload) =>
       new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-        .setProtectedHeader({ alg: "EdDSA", kid: "k1" })
+        .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "gatehouse-seal+jws" })
         .sign(pair.privateKey);
   });
 
@@ -87,6 +89,17 @@ describe("verifyRecord", () => {
     const verdict = await verifyRecord(SID, record, await sealOf(record.slice(0, 4)), keys);
     assert.equal(verdict.intact, false);
     assert.deepEqual(verdict.seal, { state: "valid", kid: "k1", count: 4, sealedAt: 1, coversAll: false });
+  });
+
+  test("another JWS signed by the same key (a session token, say) does not pass for a seal", async () => {
+    const record = events(2);
+    const notASeal = await new CompactSign(
+      new TextEncoder().encode(JSON.stringify({ sid: SID, count: 2, lastHash: record.at(-1)?.hash, sealedAt: 1 })),
+    )
+      .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "gatehouse-session+jwt" })
+      .sign(privateKey);
+    const verdict = await verifyRecord(SID, record, { jws: notASeal }, keys);
+    assert.match((verdict.seal as { reason: string }).reason, /not a seal/);
   });
 
   test("a seal signed by another key, or for another session, is invalid; no seal is not intact", async () => {

@@ -84,6 +84,10 @@ const SLOW_RETRY: ReadonlyMap<grpc.status, string> = new Map([
     "the control plane refused this agent what it asked for; set agent.connections to connections its account may serve, or use the token of an account that may serve them",
   ],
   [
+    grpc.status.FAILED_PRECONDITION,
+    "the control plane refused recorded events for a connection outside this agent's account scope (an account narrowed while they waited in the spool?); they stay in the spool and block the ones behind them until the account's scope includes that connection again",
+  ],
+  [
     grpc.status.INVALID_ARGUMENT,
     "the control plane refused a message from this agent as malformed; events stay in the spool and are resent. Agent and control plane versions probably differ: upgrade the older one",
   ],

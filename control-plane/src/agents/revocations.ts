@@ -79,12 +79,21 @@ export class RevocationRelay {
     this.timer.unref();
   }
 
+  /**
+   * Closes at or after this time are looked for. A close stamped in the future by a
+   * replica whose clock runs fast must not move the window past closes stamped by
+   * the others, so the window never starts later than this replica's own clock allows.
+   */
+  private horizon(): number {
+    return Math.min(this.latestClose, this.deps.now()) - this.lookbackMs;
+  }
+
   /** One look at the store; the sessions newly passed on. */
   async poll(): Promise<RevokedSessionRecord[]> {
     const { store, registry, now, logger } = this.deps;
     let closed: RevokedSessionRecord[];
     try {
-      closed = await store.listRevokedSessions(now(), this.latestClose - this.lookbackMs);
+      closed = await store.listRevokedSessions(now(), this.horizon());
     } catch (error) {
       if (!this.failing) {
         logger.warn(
@@ -102,7 +111,7 @@ export class RevocationRelay {
       this.passedOn.set(s.id, s.closedAt);
       this.latestClose = Math.max(this.latestClose, s.closedAt);
     }
-    const horizon = this.latestClose - this.lookbackMs;
+    const horizon = this.horizon();
     for (const [id, closedAt] of this.passedOn) if (closedAt <= horizon) this.passedOn.delete(id);
     if (fresh.length > 0) {
       registry.broadcast({

@@ -34,13 +34,6 @@ const INBOX_HIGH_WATER = 32;
 export const MAX_AGENT_MESSAGE_BYTES = 32 * 1024 * 1024;
 
 /**
- * An agent that sends nothing (no heartbeat, no events) for this many of its
- * heartbeat intervals is taken for gone, and its link is ended: a link whose
- * peer vanished must not keep serving (and counting as) a live agent.
- */
-export const SILENT_HEARTBEATS = 3;
-
-/**
  * Transport keepalive towards agents: an HTTP/2 ping after this long without
  * traffic, and the connection dropped if the ping is not answered in
  * {@link KEEPALIVE_TIMEOUT_MS}. It finds a dead network path (a peer that
@@ -58,7 +51,7 @@ export interface AgentLinkDeps {
   registry: AgentRegistry;
   agentConfig: (served: readonly string[]) => Promise<AgentConfig>;
   controlPlaneId: string;
-  /** How often agents heartbeat; a link silent for {@link SILENT_HEARTBEATS} of these is ended. */
+  /** How often agents heartbeat; each heartbeat also re-checks the agent's account. */
   heartbeatIntervalMs: number;
   /** How long an agent has to say hello after opening the stream. */
   helloTimeoutMs: number;
@@ -71,6 +64,11 @@ type LinkCall = grpc.ServerDuplexStream<AgentMessage__Output, ControlMessage>;
 
 /** Maps an error to the gRPC status the agent sees: once, here. */
 export function toGrpcStatus(error: GatehouseError): Partial<grpc.StatusObject> {
+  // Events for a connection outside the agent's scope: distinct from a refused token or hello,
+  // so the agent keeps serving and holds the batch instead of dropping its configuration.
+  if (error.code === "GATE_WRONG_CONNECTION") {
+    return { code: grpc.status.FAILED_PRECONDITION, details: error.toBody().error.message };
+  }
   const byHttp: Record<number, grpc.status> = {
     400: grpc.status.INVALID_ARGUMENT,
     401: grpc.status.UNAUTHENTICATED,
@@ -153,11 +151,6 @@ async function authenticate(deps: AgentLinkDeps, metadata: grpc.Metadata): Promi
 
 async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   const agent = await authenticate(deps, call.metadata);
-  /** When the agent last sent anything, or this side last finished handling what it sent. */
-  let lastHeard = performance.now();
-  call.on("data", () => {
-    lastHeard = performance.now();
-  });
   const inbox = new Inbox<AgentMessage__Output>(call, INBOX_HIGH_WATER);
   const [first, ...carried] =
     (await inbox.take(INBOX_HIGH_WATER, {
@@ -211,7 +204,6 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     },
     disconnect: (reason) => end(grpc.status.UNAUTHENTICATED, reason),
   });
-  let watchdog: NodeJS.Timeout | undefined;
   try {
     // A revocation that landed after authenticate() read the account and before the
     // registry knew this link disconnected nothing; reading the account again now
@@ -230,33 +222,10 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     for (const message of early) call.write(message);
     log.info({ proxyUrl: hello.proxyUrl, connections: served }, "agent connected");
 
-    const silentMs = SILENT_HEARTBEATS * deps.heartbeatIntervalMs;
-    let handling = false;
-    lastHeard = performance.now();
-    const watch = () => {
-      const quiet = performance.now() - lastHeard;
-      // Time spent storing what the agent sent is not the agent's silence.
-      if (handling || quiet < silentMs) {
-        watchdog = setTimeout(watch, Math.max(1, silentMs - (handling ? 0 : quiet)));
-        return;
-      }
-      end(
-        grpc.status.UNAVAILABLE,
-        `no message from the agent in ${Math.round(quiet)} ms (it heartbeats every ${deps.heartbeatIntervalMs} ms); ending the link as dead`,
-      );
-    };
-    watchdog = setTimeout(watch, silentMs);
-
     await deps.store.touchAgent(agent.id, deps.now());
     const sessions = new Map<string, string>();
     for (let group: AgentMessage__Output[] | null = carried; group !== null; group = await inbox.take()) {
-      handling = true;
-      try {
-        await handleMessages(deps, call, agent, group, sessions, log);
-      } finally {
-        handling = false;
-        lastHeard = performance.now();
-      }
+      await handleMessages(deps, call, agent, group, sessions, log, end);
     }
   } catch (error) {
     // The agent going away mid-stream is routine; it reconnects and resends.
@@ -268,7 +237,6 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     }
     throw error;
   } finally {
-    clearTimeout(watchdog);
     unregister();
     log.info("agent disconnected");
   }
@@ -286,6 +254,7 @@ async function handleMessages(
   messages: AgentMessage__Output[],
   sessions: Map<string, string>,
   log: Logger,
+  end: (code: grpc.status, reason: string) => void,
 ): Promise<void> {
   const events: NewEvent[] = [];
   let ackUpTo = -1;
@@ -333,7 +302,12 @@ async function handleMessages(
     // A link ended meanwhile (a revoked token) already carries its status; the agent resends.
     if (call.writable) call.write({ ack: { upToSeq: ackUpTo } });
   }
-  if (heartbeat) await deps.store.touchAgent(agent.id, deps.now());
+  if (heartbeat) {
+    await deps.store.touchAgent(agent.id, deps.now());
+    // An account revoked at another replica is found here, within a heartbeat interval.
+    const account = await deps.store.findAgentByTokenHash(agent.tokenHash);
+    if (!account || account.revokedAt !== null) end(grpc.status.UNAUTHENTICATED, "agent token revoked");
+  }
 }
 
 /**
@@ -372,7 +346,7 @@ async function checkSessions(
     }
     if (!inScope(agent.connections, connection)) {
       throw new GatehouseError(
-        "GATE_FORBIDDEN",
+        "GATE_WRONG_CONNECTION",
         `event ${event.id} is for session ${id} of connection '${connection}', outside what agent account '${agent.name}' may serve (${describeScope(agent.connections)}); the batch is refused`,
       );
     }

@@ -8,10 +8,9 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { GatehouseError, isGatehouseError } from "@gatehouse/proto/errors";
+import { GatehouseError } from "@gatehouse/proto/errors";
 import { SESSION_TOKEN } from "@gatehouse/proto/session-token";
 import { CompactSign, type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
-import type { Store } from "../store/types.js";
 
 /** Claims of a session token besides iss/aud/iat. */
 export interface SessionTokenClaims {
@@ -30,13 +29,20 @@ interface ActiveKey {
   privateKey: CryptoKey;
 }
 
-/** The private signing key, as kept in the key file: an Ed25519 JWK with its kid. */
-interface PrivateJwk extends JWK {
+/** A key of the key file: Ed25519, with its kid; `d` only on the key that signs. */
+interface FileJwk extends JWK {
   kid: string;
-  d: string;
 }
 
-async function readKeyFile(path: string): Promise<PrivateJwk | null> {
+const isEd25519 = (k: Partial<FileJwk>): k is FileJwk =>
+  k.kty === "OKP" && k.crv === "Ed25519" && typeof k.x === "string" && typeof k.kid === "string";
+
+/**
+ * The key file: a JWK set whose first private key signs, and whose every key is
+ * trusted to verify (keep retired keys' public halves there, so what they signed
+ * still verifies). A file holding one private JWK is read as a set of one.
+ */
+async function readKeyFile(path: string): Promise<FileJwk[] | null> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -48,34 +54,35 @@ async function readKeyFile(path: string): Promise<PrivateJwk | null> {
       { cause: error },
     );
   }
-  let jwk: Partial<PrivateJwk>;
+  let parsed: { keys?: unknown } & Partial<FileJwk>;
   try {
-    jwk = JSON.parse(text) as Partial<PrivateJwk>;
+    parsed = JSON.parse(text) as typeof parsed;
   } catch (error) {
     throw new GatehouseError("GATE_CONFIG_INVALID", `the signing key file ${path} is not JSON`, {
       cause: error,
     });
   }
-  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || !jwk.d || !jwk.x || !jwk.kid) {
+  const keys = (Array.isArray(parsed.keys) ? parsed.keys : [parsed]) as Array<Partial<FileJwk>>;
+  if (keys.length === 0 || !keys.every(isEd25519) || !keys.some((k) => typeof k.d === "string")) {
     throw new GatehouseError(
       "GATE_CONFIG_INVALID",
-      `the signing key file ${path} is not a private Ed25519 JWK with a kid; remove it to have a new key made, or restore the right file`,
+      `the signing key file ${path} must hold Ed25519 JWKs with kids, one of them private; remove it to have a new key made, or restore the right file`,
     );
   }
-  return jwk as PrivateJwk;
+  return keys;
 }
 
 /**
  * Makes a key and writes it to `path` (0600), unless another process got there
- * first, in which case that key is used: replicas sharing the file share the key.
+ * first, in which case that file is used: replicas sharing the file share the key.
  */
-async function createKeyFile(path: string): Promise<PrivateJwk> {
+async function createKeyFile(path: string): Promise<FileJwk[]> {
   const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
-  const jwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: "EdDSA" } as PrivateJwk;
+  const key = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: "EdDSA" } as FileJwk;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   try {
-    await writeFile(path, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: "wx" });
-    return jwk;
+    await writeFile(path, `${JSON.stringify({ keys: [key] })}\n`, { mode: 0o600, flag: "wx" });
+    return [key];
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     const existing = await readKeyFile(path);
@@ -91,35 +98,16 @@ export class SigningKeys {
   ) {}
 
   /**
-   * Loads the private key from `keyFile` (creating the file with a new key on
-   * first start) and makes sure its public half is in the store, beside those of
-   * earlier keys, so that agents and auditors can verify what any key signed.
+   * Loads the keys from `keyFile`, creating it with a new key on first start.
+   * Only this file is trusted: the store, which whoever can write records can
+   * also write, holds no keys, so it cannot slip in one of its own.
    */
-  static async load(
-    store: Pick<Store, "listSigningKeys" | "insertSigningKey">,
-    keyFile: string,
-    now: number,
-  ): Promise<SigningKeys> {
-    const privateJwk = (await readKeyFile(keyFile)) ?? (await createKeyFile(keyFile));
-    const { d: _d, ...publicJwk } = privateJwk;
-    let records = await store.listSigningKeys();
-    if (!records.some((r) => r.kid === privateJwk.kid)) {
-      try {
-        await store.insertSigningKey({
-          kid: privateJwk.kid,
-          alg: "EdDSA",
-          publicJwk: { ...publicJwk },
-          createdAt: now,
-        });
-      } catch (error) {
-        // Another replica with the same key file stored it first.
-        if (!isGatehouseError(error) || error.code !== "GATE_INVALID_REQUEST") throw error;
-      }
-      records = await store.listSigningKeys();
-    }
-    const publicJwks = records.map((r) => ({ ...r.publicJwk, kid: r.kid, alg: r.alg, use: "sig" }));
-    const privateKey = (await importJWK({ ...privateJwk, alg: "EdDSA" })) as CryptoKey;
-    return new SigningKeys({ kid: privateJwk.kid, privateKey }, publicJwks);
+  static async load(keyFile: string): Promise<SigningKeys> {
+    const keys = (await readKeyFile(keyFile)) ?? (await createKeyFile(keyFile));
+    const signing = keys.find((k) => typeof k.d === "string") as FileJwk;
+    const publicJwks = keys.map(({ d: _d, ...key }) => ({ ...key, alg: "EdDSA", use: "sig" }));
+    const privateKey = (await importJWK({ ...signing, alg: "EdDSA" })) as CryptoKey;
+    return new SigningKeys({ kid: signing.kid, privateKey }, publicJwks);
   }
 
   /** Public keys as JWKs (with kid, alg and use), for agents and the JWKS endpoint. */

@@ -57,21 +57,34 @@ export function chainEvents(tail: ChainTail, events: NewEvent[]): { stored: Stor
 export type ChainBreak = { seq: number; reason: string };
 
 /**
- * Recomputes the chain over events read back in order, and reports the first
- * place where it does not hold (a gap, a reordering, or altered content).
+ * Recomputes the chain over events read back in order, one at a time, and
+ * stops at the first place where it does not hold (a gap, a reordering, or
+ * altered content).
  */
-export function verifyChain(events: Iterable<StoredEvent>): { tail: ChainTail; break: ChainBreak | null } {
-  let tail: ChainTail = EMPTY_TAIL;
-  for (const event of events) {
-    const expectedSeq = tail.count + 1;
+export class ChainCheck {
+  tail: ChainTail = EMPTY_TAIL;
+  break: ChainBreak | null = null;
+
+  /** Checks the next event; false once the chain is broken (here or before). */
+  push(event: StoredEvent): boolean {
+    if (this.break) return false;
+    const expectedSeq = this.tail.count + 1;
     if (event.seq !== expectedSeq) {
-      return { tail, break: { seq: event.seq, reason: `expected event ${expectedSeq}, found ${event.seq}` } };
+      this.break = { seq: event.seq, reason: `expected event ${expectedSeq}, found ${event.seq}` };
+      return false;
     }
-    const hash = eventHash(tail.lastHash, event, event.seq);
+    const hash = eventHash(this.tail.lastHash, event, event.seq);
     if (hash !== event.hash) {
-      return { tail, break: { seq: event.seq, reason: `event ${event.seq} does not match its hash` } };
+      this.break = { seq: event.seq, reason: `event ${event.seq} does not match its hash` };
+      return false;
     }
-    tail = { count: event.seq, lastHash: hash };
+    this.tail = { count: event.seq, lastHash: hash };
+    return true;
   }
-  return { tail, break: null };
+}
+
+export function verifyChain(events: Iterable<StoredEvent>): { tail: ChainTail; break: ChainBreak | null } {
+  const check = new ChainCheck();
+  for (const event of events) if (!check.push(event)) break;
+  return { tail: check.tail, break: check.break };
 }

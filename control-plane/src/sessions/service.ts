@@ -20,6 +20,7 @@ import type {
   Subject,
 } from "../store/types.js";
 import type { SessionFeed } from "./feed.js";
+import { SEAL_TYPE } from "./verify.js";
 
 export interface OpenSessionRequest {
   connection: string;
@@ -113,7 +114,8 @@ export class SessionService {
   async close(id: string): Promise<SessionRecord> {
     const { store, agents, now } = this.deps;
     const before = await this.get(id);
-    if (before.closedAt !== null) return before;
+    // Closing again completes a seal that an earlier close or ingest could not write.
+    if (before.closedAt !== null) return this.sealIfBehind(before);
     const closed = await store.closeSession(id, now());
     if (!closed) throw new GatehouseError("GATE_NOT_FOUND", `session '${id}' not found`);
     if (closed.expiresAt > (closed.closedAt ?? 0)) {
@@ -148,13 +150,18 @@ export class SessionService {
     return result;
   }
 
+  private async sealIfBehind(session: SessionRecord): Promise<SessionRecord> {
+    const tail = await this.deps.store.chainTail(session.id);
+    return session.seal && session.seal.count >= tail.count ? session : this.seal(session);
+  }
+
   private async seal(session: SessionRecord): Promise<SessionRecord> {
     const { store, keys, now } = this.deps;
     const tail = await store.chainTail(session.id);
     const sealedAt = now();
     const jws = await keys.sign(
       { sid: session.id, count: tail.count, lastHash: tail.lastHash, sealedAt },
-      "gatehouse-seal+jws",
+      SEAL_TYPE,
     );
     // Seals only move forward: a concurrent seal covering more events wins.
     const seal = await store.setSeal(session.id, {

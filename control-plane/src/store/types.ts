@@ -135,16 +135,34 @@ export interface RevokedSessionRecord {
 }
 
 /**
- * The public half of a key that signs session tokens and seals. The private
- * half is never in the store: whoever can write records must not be able to
- * re-sign them.
+ * One entry of the audit log: who did what to which thing, kept apart from
+ * session records so administrative actions (closing a session, revoking an
+ * agent, purging old records) can be reviewed later.
  */
-export interface SigningKeyRecord {
-  kid: string;
-  alg: "EdDSA";
-  /** JWK JSON object. */
-  publicJwk: Record<string, unknown>;
-  createdAt: number;
+export interface AuditRecord {
+  /** UUIDv7, so ids sort by creation time; storing an id twice is refused. */
+  id: string;
+  at: number;
+  /** Who acted: an admin key id, `<issuer>#<sub>`, or `system` for the control plane itself. */
+  actor: string;
+  /** What was done, e.g. `session.close`, `agent.revoke`, `retention.purge`. */
+  action: string;
+  /** The id of what it was done to; null when the action has no single target. */
+  target: string | null;
+  /** Plain JSON with whatever else the action needs to be understood. */
+  details: Record<string, unknown>;
+}
+
+export interface AuditFilter {
+  limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+/** What one {@link Store.purgeClosedSessions} call removed. */
+export interface PurgeResult {
+  sessions: number;
+  events: number;
 }
 
 export interface Store {
@@ -189,7 +207,22 @@ export interface Store {
   revokeAgent(id: string, revokedAt: number): Promise<AgentRecord | null>;
   touchAgent(id: string, lastSeenAt: number): Promise<void>;
 
-  insertSigningKey(key: SigningKeyRecord): Promise<void>;
-  /** Oldest first. */
-  listSigningKeys(): Promise<SigningKeyRecord[]>;
+  /** Stores an audit entry; an id stored before is refused with GATE_INVALID_REQUEST. */
+  appendAudit(entry: AuditRecord): Promise<void>;
+  /**
+   * Newest first, by `(at, id)` descending, paged by keyset like
+   * {@link Store.listSessions}: entries added while a caller pages do not shift
+   * later pages.
+   */
+  listAudit(filter: AuditFilter): Promise<Page<AuditRecord>>;
+
+  /**
+   * Retention: deletes up to `limit` sessions closed before `closedBefore`
+   * (`closedAt < closedBefore`), oldest close first, with all their events and
+   * event bodies. Open sessions, and events of sessions with no session record,
+   * are never touched. Each call does a bounded amount of work; callers repeat
+   * it until it reports 0 sessions. A call interrupted part-way leaves the
+   * sessions it had not finished in place, so the next call completes them.
+   */
+  purgeClosedSessions(closedBefore: number, limit: number): Promise<PurgeResult>;
 }

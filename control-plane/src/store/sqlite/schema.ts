@@ -13,10 +13,15 @@
  * - 1: the first release.
  * - 2: `agents.connections` (an account's connection scope; NULL: every
  *   connection), added to version-1 files by {@link SCHEMA_MIGRATIONS}.
- * - 3: `signing_keys` holds public keys only; the private key lives in the
+ * - 3: `signing_keys` held public keys only; the private key moved to the
  *   control plane's key file.
+ * - 4: the `audit` table, and `sessions_by_close` for retention purges; both
+ *   are new objects that {@link SCHEMA_DDL} creates in older files too. No
+ *   `signing_keys`: the control plane trusts only the keys in its key file, so
+ *   that whoever can write records can neither re-sign them nor add a key
+ *   that would.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /**
  * Statements that bring a file of the keyed version to the next one, run in
@@ -25,9 +30,10 @@ export const SCHEMA_VERSION = 3;
  */
 export const SCHEMA_MIGRATIONS: ReadonlyMap<number, string> = new Map([
   [1, "ALTER TABLE agents ADD COLUMN connections TEXT;"],
-  // Private signing keys moved out of the store (signing.keyFile): whoever can write the
-  // records must not be able to re-sign them. The public keys stay, so old seals verify.
-  [2, "ALTER TABLE signing_keys DROP COLUMN private_jwk;"],
+  // Signing keys moved out of the store (signing.keyFile): whoever can write the records
+  // must not be able to re-sign them, nor add a key that verifiers would trust.
+  [2, ""],
+  [3, "DROP TABLE IF EXISTS signing_keys;"],
 ]);
 
 /**
@@ -72,6 +78,8 @@ CREATE INDEX IF NOT EXISTS sessions_revoked
 -- Replicas poll for sessions closed since their last look (listRevokedSessions with closedAfter).
 CREATE INDEX IF NOT EXISTS sessions_revoked_by_close
   ON sessions (closed_at, id) WHERE closed_at IS NOT NULL AND closed_at < expires_at;
+-- Retention purges take the sessions closed longest ago.
+CREATE INDEX IF NOT EXISTS sessions_by_close ON sessions (closed_at) WHERE closed_at IS NOT NULL;
 
 -- A rowid table rather than WITHOUT ROWID: bodies can be megabytes, and SQLite
 -- advises WITHOUT ROWID only for small rows. body is the last column so reading
@@ -101,13 +109,15 @@ CREATE TABLE IF NOT EXISTS agents (
   connections TEXT
 );
 
-CREATE TABLE IF NOT EXISTS signing_keys (
-  kid TEXT PRIMARY KEY NOT NULL,
-  alg TEXT NOT NULL,
-  public_jwk TEXT NOT NULL,
-  created_at INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS audit (
+  id TEXT PRIMARY KEY NOT NULL,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT,
+  details TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS signing_keys_by_age ON signing_keys (created_at);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at, id);
 
 INSERT OR IGNORE INTO meta (key, value) VALUES ('max_ttl_ms', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('opened_at', 0);

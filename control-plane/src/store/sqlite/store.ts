@@ -12,23 +12,26 @@ import { dirname, resolve } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
+import { decodeKeysetCursor, encodeKeysetCursor, MAX_PAGE, pageLimit } from "../cursor.js";
+import { auditDetailsJson, eventAttrsJson, purgeLimit } from "../records.js";
 import type {
   AgentRecord,
   AppendResult,
+  AuditFilter,
+  AuditRecord,
   ChainTail,
   EventKind,
   NewEvent,
   Page,
+  PurgeResult,
   RevokedSessionRecord,
   Seal,
   SessionFilter,
   SessionRecord,
-  SigningKeyRecord,
   Store,
   StoredEvent,
   Subject,
 } from "../types.js";
-import { decodeSessionCursor, encodeSessionCursor } from "./cursor.js";
 import { SCHEMA_DDL, SCHEMA_MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 
 type Connection = InstanceType<typeof Database>;
@@ -41,7 +44,7 @@ export interface SqliteStoreOptions {
 }
 
 /** The most sessions one listing returns, whatever limit the caller asks for. */
-export const MAX_SESSION_PAGE = 1000;
+export const MAX_SESSION_PAGE = MAX_PAGE;
 
 /**
  * Event reads stop once they hold this many body bytes (but always return at
@@ -107,11 +110,13 @@ interface AgentRow {
   connections: string | null;
 }
 
-interface SigningKeyRow {
-  kid: string;
-  alg: string;
-  public_jwk: string;
-  created_at: number;
+interface AuditRow {
+  id: string;
+  at: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  details: string;
 }
 
 const SESSION_COLUMNS =
@@ -161,7 +166,7 @@ export class SqliteStore implements Store {
     }
     let db: Connection | null = null;
     try {
-      // The store holds signing keys and records: a new file (and so its WAL, which
+      // The store holds the records and hashed credentials: a new file (and so its WAL, which
       // SQLite gives the same mode) is readable by this user only.
       await (await open(path, "a", 0o600)).close();
       db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
@@ -239,14 +244,8 @@ export class SqliteStore implements Store {
    * neither shift nor repeat later pages. At most {@link MAX_SESSION_PAGE} per page.
    */
   async listSessions(filter: SessionFilter): Promise<Page<SessionRecord>> {
-    if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) {
-      throw new GatehouseError(
-        "GATE_INVALID_REQUEST",
-        `limit must be a positive whole number (a page holds at most ${MAX_SESSION_PAGE}); got ${String(filter.limit)}`,
-      );
-    }
-    const limit = Math.min(filter.limit, MAX_SESSION_PAGE);
-    const after = filter.cursor === undefined ? null : decodeSessionCursor(filter.cursor);
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "session list");
     const where: string[] = [];
     const params: unknown[] = [];
     const status = filter.status;
@@ -292,7 +291,7 @@ export class SqliteStore implements Store {
     }
     if (after !== null) {
       where.push("(created_at, id) < (?, ?)");
-      params.push(after.createdAt, after.id);
+      params.push(after.time, after.id);
     }
     params.push(limit + 1);
     const sql =
@@ -306,7 +305,7 @@ export class SqliteStore implements Store {
       items,
       nextCursor:
         rows.length > limit && last !== undefined
-          ? encodeSessionCursor({ createdAt: last.createdAt, id: last.id })
+          ? encodeKeysetCursor({ time: last.createdAt, id: last.id })
           : null,
     };
   }
@@ -376,7 +375,7 @@ export class SqliteStore implements Store {
     if (events.length === 0) return { appended: 0, duplicates: 0, tails: new Map() };
     const groups = new Map<string, Array<{ event: NewEvent; attrs: string }>>();
     for (const event of events) {
-      const attrs = attrsJson(event);
+      const attrs = eventAttrsJson(event);
       const group = groups.get(event.sessionId);
       if (group === undefined) groups.set(event.sessionId, [{ event, attrs }]);
       else group.push({ event, attrs });
@@ -535,37 +534,68 @@ export class SqliteStore implements Store {
     );
   }
 
-  async insertSigningKey(key: SigningKeyRecord): Promise<void> {
-    this.#write(`storing signing key ${key.kid}`, () => {
-      if (this.#statement("SELECT 1 AS found FROM signing_keys WHERE kid = ?").get([key.kid]) !== undefined) {
+  async appendAudit(entry: AuditRecord): Promise<void> {
+    const details = auditDetailsJson(entry);
+    this.#write(`storing audit entry ${entry.id}`, () => {
+      if (this.#statement("SELECT 1 AS found FROM audit WHERE id = ?").get([entry.id]) !== undefined) {
         throw new GatehouseError(
           "GATE_INVALID_REQUEST",
-          `signing key ${key.kid} already exists; key ids must be unique`,
+          `audit entry ${entry.id} already exists; audit entry ids must be unique`,
         );
       }
-      this.#statement("INSERT INTO signing_keys (kid, alg, public_jwk, created_at) VALUES (?, ?, ?, ?)").run([
-        key.kid,
-        key.alg,
-        JSON.stringify(key.publicJwk),
-        key.createdAt,
-      ]);
+      this.#statement(
+        "INSERT INTO audit (id, at, actor, action, target, details) VALUES (?, ?, ?, ?, ?, ?)",
+      ).run([entry.id, entry.at, entry.actor, entry.action, entry.target, details]);
     });
   }
 
-  async listSigningKeys(): Promise<SigningKeyRecord[]> {
+  /** Newest first by `(at, id)`, walking the audit_by_time index like session listings. */
+  async listAudit(filter: AuditFilter): Promise<Page<AuditRecord>> {
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "audit log");
     const rows = this.#run(
-      "listing signing keys",
+      "listing the audit log",
       () =>
-        this.#statement(
-          "SELECT kid, alg, public_jwk, created_at FROM signing_keys ORDER BY created_at, rowid",
-        ).all([]) as SigningKeyRow[],
+        (after === null
+          ? this.#statement(
+              "SELECT id, at, actor, action, target, details FROM audit INDEXED BY audit_by_time" +
+                " ORDER BY at DESC, id DESC LIMIT ?",
+            ).all([limit + 1])
+          : this.#statement(
+              "SELECT id, at, actor, action, target, details FROM audit INDEXED BY audit_by_time" +
+                " WHERE (at, id) < (?, ?) ORDER BY at DESC, id DESC LIMIT ?",
+            ).all([after.time, after.id, limit + 1])) as AuditRow[],
     );
-    return rows.map((row) => ({
-      kid: row.kid,
-      alg: row.alg as SigningKeyRecord["alg"],
-      publicJwk: JSON.parse(row.public_jwk) as Record<string, unknown>,
-      createdAt: row.created_at,
-    }));
+    const items = rows.slice(0, limit).map(auditFromRow);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor:
+        rows.length > limit && last !== undefined ? encodeKeysetCursor({ time: last.at, id: last.id }) : null,
+    };
+  }
+
+  /**
+   * One transaction per call: the sessions closed longest ago (by the
+   * sessions_by_close index), their events, then the sessions themselves.
+   */
+  async purgeClosedSessions(closedBefore: number, limit: number): Promise<PurgeResult> {
+    const take = purgeLimit(limit);
+    return this.#write("purging closed sessions", () => {
+      const ids = (
+        this.#statement(
+          "SELECT id FROM sessions INDEXED BY sessions_by_close WHERE closed_at < ? ORDER BY closed_at LIMIT ?",
+        ).all([closedBefore, take]) as Array<{ id: string }>
+      ).map((row) => row.id);
+      const dropEvents = this.#statement("DELETE FROM events WHERE session_id = ?");
+      const dropSession = this.#statement("DELETE FROM sessions WHERE id = ? AND closed_at IS NOT NULL");
+      const result: PurgeResult = { sessions: 0, events: 0 };
+      for (const id of ids) {
+        result.events += dropEvents.run([id]).changes;
+        result.sessions += dropSession.run([id]).changes;
+      }
+      return result;
+    });
   }
 
   /**
@@ -702,21 +732,15 @@ function errorText(error: unknown): string {
   return code === undefined || message.includes(code) ? message : `${code}: ${message}`;
 }
 
-function attrsJson(event: NewEvent): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(event.attrs ?? {});
-  } catch (cause) {
-    throw new GatehouseError(
-      "GATE_INVALID_REQUEST",
-      `the attrs of event ${event.id} are not plain JSON (${errorText(cause)}); send only JSON values`,
-      { cause },
-    );
-  }
-  if (text === undefined || !text.startsWith("{")) {
-    throw new GatehouseError("GATE_INVALID_REQUEST", `the attrs of event ${event.id} must be a JSON object`);
-  }
-  return text;
+function auditFromRow(row: AuditRow): AuditRecord {
+  return {
+    id: row.id,
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    target: row.target,
+    details: JSON.parse(row.details) as Record<string, unknown>,
+  };
 }
 
 function sessionFromRow(row: SessionRow): SessionRecord {

@@ -1,0 +1,192 @@
+/**
+ * The collections and indexes of the MongoDB session store, created
+ * idempotently when a store is opened, and the shape of their documents.
+ *
+ * Only what MongoDB-compatible servers broadly share is used: plain
+ * (non-partial, non-sparse) indexes, top-level field names without dots or
+ * dollars, no transactions, no server-side JavaScript. Free-form maps (labels,
+ * claims, event attrs, JWKs, audit details) are kept as JSON text, because
+ * their keys may hold dots or start with `$`, which such servers refuse as
+ * field names, and because the hash chain covers attrs as they survive JSON.
+ *
+ * @see https://www.mongodb.com/docs/manual/indexes/
+ * @see https://www.mongodb.com/docs/manual/core/index-partial/ (not used: FerretDB lacks it)
+ */
+import type { ObjectId } from "mongodb";
+import type { Seal } from "../types.js";
+
+/**
+ * The version of the layout below. Kept in the `meta` collection so that a
+ * later release can migrate a database and an older one refuses a newer one.
+ *
+ * - 1: the first release.
+ */
+export const MONGO_SCHEMA_VERSION = 1;
+
+export const COLLECTIONS = {
+  sessions: "sessions",
+  events: "events",
+  /** Pieces of event bodies too large for one document. */
+  chunks: "event_body_chunks",
+  agents: "agents",
+  audit: "audit",
+  /** Schema version and the longest session lifetime seen (see {@link MetaDocument}). */
+  meta: "meta",
+} as const;
+
+export type CollectionName = (typeof COLLECTIONS)[keyof typeof COLLECTIONS];
+
+export interface IndexSpec {
+  collection: CollectionName;
+  name: string;
+  key: Record<string, 1 | -1>;
+  unique?: true;
+}
+
+/**
+ * Index names the store's queries name in `hint`, so a plan does not depend on
+ * the planner's statistics (servers that do not use hints ignore them).
+ */
+export const INDEX = {
+  sessionsByTime: "sessions_by_time",
+  sessionsByState: "sessions_by_state",
+  sessionsByConnection: "sessions_by_connection",
+  sessionsByConnectionState: "sessions_by_connection_state",
+  sessionsBySubject: "sessions_by_subject",
+  sessionsRevoked: "sessions_revoked",
+  sessionsRevokedByClose: "sessions_revoked_by_close",
+  sessionsByClose: "sessions_by_close",
+  eventsBySeq: "events_by_seq",
+  eventsById: "events_by_id",
+  chunksByBody: "chunks_by_body",
+  chunksBySession: "chunks_by_session",
+  agentsByToken: "agents_by_token",
+  auditByTime: "audit_by_time",
+} as const;
+
+/**
+ * Session listings walk one of these in `(createdAt, _id)` order, newest
+ * first, so a page costs about `limit` index entries however many sessions
+ * there are. Status filters put `closed` (an equality) ahead of the sort key,
+ * and carry `expiresAt` after it, so open/expired is decided on index keys
+ * without fetching rejected documents. `revoked` does the same for the
+ * revocation polls: only sessions closed before they expired have it set.
+ */
+export const INDEXES: readonly IndexSpec[] = [
+  { collection: "sessions", name: INDEX.sessionsByTime, key: { createdAt: -1, _id: -1 } },
+  {
+    collection: "sessions",
+    name: INDEX.sessionsByState,
+    key: { closed: 1, createdAt: -1, _id: -1, expiresAt: 1 },
+  },
+  {
+    collection: "sessions",
+    name: INDEX.sessionsByConnection,
+    key: { connection: 1, createdAt: -1, _id: -1 },
+  },
+  {
+    collection: "sessions",
+    name: INDEX.sessionsByConnectionState,
+    key: { connection: 1, closed: 1, createdAt: -1, _id: -1, expiresAt: 1 },
+  },
+  {
+    collection: "sessions",
+    name: INDEX.sessionsBySubject,
+    key: { subjectId: 1, createdAt: -1, _id: -1, closed: 1, expiresAt: 1 },
+  },
+  { collection: "sessions", name: INDEX.sessionsRevoked, key: { revoked: 1, expiresAt: 1, _id: 1 } },
+  {
+    collection: "sessions",
+    name: INDEX.sessionsRevokedByClose,
+    key: { revoked: 1, closedAt: 1, _id: 1, expiresAt: 1 },
+  },
+  // Retention takes the sessions closed longest ago; open sessions (closedAt null)
+  // sort before every number and are never in a `$lt: <time>` range.
+  { collection: "sessions", name: INDEX.sessionsByClose, key: { closedAt: 1 } },
+  // Chain tail (highest seq) and reads in order; unique, so two writers that
+  // read the same tail cannot both take the next seq.
+  { collection: "events", name: INDEX.eventsBySeq, key: { sessionId: 1, seq: 1 }, unique: true },
+  // Resends are recognised by id; unique, so a racing resend cannot store an event twice.
+  { collection: "events", name: INDEX.eventsById, key: { sessionId: 1, eventId: 1 }, unique: true },
+  { collection: "event_body_chunks", name: INDEX.chunksByBody, key: { bodyId: 1, n: 1 }, unique: true },
+  { collection: "event_body_chunks", name: INDEX.chunksBySession, key: { sessionId: 1 } },
+  { collection: "agents", name: INDEX.agentsByToken, key: { tokenHash: 1 }, unique: true },
+  { collection: "audit", name: INDEX.auditByTime, key: { at: -1, _id: -1 } },
+];
+
+export interface SessionDocument {
+  _id: string;
+  connection: string;
+  subjectKind: string;
+  subjectId: string;
+  /** JSON object text. */
+  subjectClaims: string;
+  /** JSON object text. */
+  labels: string;
+  createdAt: number;
+  expiresAt: number;
+  closedAt: number | null;
+  seal: Seal | null;
+  /** `closedAt !== null`, as an equality the status indexes can lead with. */
+  closed: boolean;
+  /** Closed before it expired: its token must be refused until `expiresAt`. */
+  revoked: boolean;
+}
+
+export interface EventDocument {
+  sessionId: string;
+  seq: number;
+  eventId: string;
+  exchangeId: string;
+  at: number;
+  kind: string;
+  hash: string;
+  /** JSON object text. */
+  attrs: string;
+  /** The body when it fits in the document; null when there is none or it is in chunks. */
+  body: Uint8Array | null;
+  /** Body length in bytes (0 without a body), so reads can keep to a byte budget before fetching chunks. */
+  bodySize: number;
+  /** Set when the body is in {@link ChunkDocument}s with this `bodyId`. */
+  bodyId: ObjectId | null;
+}
+
+export interface ChunkDocument {
+  /** Made fresh by each append that writes the body, so writers racing on one event never share chunks. */
+  bodyId: ObjectId;
+  /** The event's session, so retention can delete chunks by session. */
+  sessionId: string;
+  /** 0, 1, 2… in body order. */
+  n: number;
+  data: Uint8Array;
+}
+
+export interface AgentDocument {
+  _id: string;
+  name: string;
+  tokenHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+  lastSeenAt: number | null;
+  connections: string[] | null;
+}
+
+export interface AuditDocument {
+  _id: string;
+  at: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  /** JSON object text. */
+  details: string;
+}
+
+/**
+ * `schema_version`: {@link MONGO_SCHEMA_VERSION} of the newest release that
+ * opened the database. `max_ttl_ms`: the longest lifetime any session has had,
+ * which bounds how far back a listing of open sessions must look.
+ */
+export interface MetaDocument {
+  _id: "schema_version" | "max_ttl_ms" | "opened_at";
+  value: number;
+}
