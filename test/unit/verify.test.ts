@@ -94,7 +94,9 @@ describe("verifyRecord", () => {
   test("another JWS signed by the same key (a session token, say) does not pass for a seal", async () => {
     const record = events(2);
     const notASeal = await new CompactSign(
-      new TextEncoder().encode(JSON.stringify({ sid: SID, count: 2, lastHash: record.at(-1)?.hash, sealedAt: 1 })),
+      new TextEncoder().encode(
+        JSON.stringify({ sid: SID, count: 2, lastHash: record.at(-1)?.hash, sealedAt: 1 }),
+      ),
     )
       .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "gatehouse-session+jwt" })
       .sign(privateKey);

@@ -44,7 +44,8 @@ async function openSeal(
   let kid: string;
   try {
     const verified = await compactVerify(seal.jws, createLocalJWKSet(keys), { algorithms: ["EdDSA"] });
-    if (verified.protectedHeader.typ !== SEAL_TYPE) return invalid(`the JWS is not a seal (typ ${verified.protectedHeader.typ})`);
+    if (verified.protectedHeader.typ !== SEAL_TYPE)
+      return invalid(`the JWS is not a seal (typ ${verified.protectedHeader.typ})`);
     payload = JSON.parse(new TextDecoder().decode(verified.payload)) as SealPayload;
     kid = verified.protectedHeader.kid ?? "";
   } catch (error) {
@@ -78,9 +79,15 @@ export async function verifyRecord(
   const { payload } = opened;
   if (opened.state.state !== "valid" || !payload) return { ...base, intact: false, seal: opened.state };
 
-  const invalid = (reason: string): RecordVerdict => ({ ...base, intact: false, seal: { state: "invalid", reason } });
+  const invalid = (reason: string): RecordVerdict => ({
+    ...base,
+    intact: false,
+    seal: { state: "invalid", reason },
+  });
   if (payload.count > chain.tail.count && !chain.break) {
-    return invalid(`the seal covers ${payload.count} events but the record has ${chain.tail.count}: events are missing`);
+    return invalid(
+      `the seal covers ${payload.count} events but the record has ${chain.tail.count}: events are missing`,
+    );
   }
   // Events the seal covers must hash to what it signed; events after it are unsealed, not altered.
   if (hashAtSeal !== null && hashAtSeal !== payload.lastHash) {
