@@ -79,7 +79,7 @@ if (role !== "agent") {
     registry,
   });
   grpcAddress = cp.grpcAddress;
-  agentToken = (await cp.accounts.create("bench-agent")).token;
+  agentToken = (await cp.accounts.create("bench", "bench-agent")).token;
 }
 
 let agent: RunningAgent | undefined;

@@ -4,20 +4,14 @@
  * next to each option. Connections themselves come from the control plane.
  */
 import { isIP } from "node:net";
+import { HOST_PORT, splitHostPort } from "@gatehouse/proto/address";
 import { z } from "zod";
 
 /** The largest `proxy.maxSseEventBytes`: the link's batch cap (link/link.ts `MAX_BATCH_BYTES`). */
 export const MAX_SSE_EVENT_BYTES = 8 * 1024 * 1024;
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
-const listenAddress = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, "expected host:port, e.g. 127.0.0.1:7080");
-
-/** The host of `host:port` or `[v6]:port`. */
-function hostOf(address: string): string {
-  return address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
-}
+const listenAddress = z.string().regex(HOST_PORT, "expected host:port, e.g. 127.0.0.1:7080");
 
 export const proxyConfigSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:7080"),
@@ -73,7 +67,7 @@ export const agentConfigSchema = z.strictObject({
         })
         .optional(),
     })
-    .refine((cp) => !cp.tls || cp.tls.serverName || isIP(hostOf(cp.address)) === 0, {
+    .refine((cp) => !cp.tls || cp.tls.serverName || isIP(splitHostPort(cp.address).host) === 0, {
       // TLS server names may not be IP addresses (RFC 6066); newer Node versions refuse them.
       message:
         "controlPlane.tls.serverName is required when controlPlane.address is an IP address: set it to a DNS name in the control plane's certificate, or use a DNS name in the address",

@@ -5,10 +5,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Connection__Output } from "@gatehouse/proto";
+import { splitHostPort } from "@gatehouse/proto/address";
+import { asGatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { AgentConfig } from "./config.js";
@@ -82,16 +84,31 @@ async function within(promise: Promise<void>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-function splitHostPort(address: string): { host: string; port: number } {
-  const at = address.lastIndexOf(":");
-  return { host: address.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(address.slice(at + 1)) };
+/**
+ * Narrows `dir` to its owner (0700). A directory that does not exist is left alone (with
+ * spool.dir elsewhere, the data dir may hold nothing); one the agent may not change (a
+ * mounted volume owned by another user) is logged rather than fatal: the files the agent
+ * writes in it are 0600 regardless.
+ */
+async function makePrivate(dir: string, log: Logger): Promise<void> {
+  try {
+    await chmod(dir, 0o700);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    log.warn({ dir, code }, "could not make a directory private (0700); make it the agent user's alone");
+  }
 }
 
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const { config } = deps;
   const spoolDir = config.spool.dir ?? join(deps.dataDir, "spool");
-  // Spooled events hold prompts and responses: the directory is the agent user's alone.
+  // Spooled events hold prompts and responses: the spool and the data dir around it are the
+  // agent user's alone, also when they were made earlier with looser modes (mkdir sets none then).
   await mkdir(spoolDir, { recursive: true, mode: 0o700 });
+  const startLog = deps.log("agent");
+  await makePrivate(spoolDir, startLog);
+  await makePrivate(deps.dataDir, startLog);
   const spool = await Spool.open({ dir: spoolDir, fsyncIntervalMs: config.spool.fsyncIntervalMs });
   const spoolLog = deps.log("agent.spool");
   if (spool.recovery.truncated)
@@ -170,9 +187,19 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     spool,
     logger: linkLog,
     onConfig: (pushed) => {
+      try {
+        verifier.configure(pushed);
+      } catch (error) {
+        // A key set the agent cannot read must neither end the process (this runs in the link's
+        // message handler) nor replace a working configuration: the last good one stays.
+        linkLog.error(
+          { err: error, code: asGatehouseError(error).code },
+          "refused a configuration from the control plane: its token keys cannot be read; keeping the previous one",
+        );
+        return;
+      }
       refused = null;
       connections = new Map(pushed.connections.map((c) => [c.name, c]));
-      verifier.configure(pushed);
       linkLog.info({ connections: [...connections.keys()] }, "configuration received");
     },
     onRevocation: (sessions) => verifier.revoke(sessions),

@@ -153,6 +153,39 @@ function storedEvent(sessionId: string, line: string): StoredEvent {
 }
 
 /**
+ * The lines of a response body as they arrive. Only the line being read is held,
+ * so a stream of any length takes the memory of its longest line (one event).
+ */
+async function* lines(body: AsyncIterable<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  /** The start of the current line, from earlier chunks; only new text is searched for its end. */
+  let head: string[] = [];
+  for await (const chunk of body) {
+    const text = decoder.decode(chunk, { stream: true });
+    let start = 0;
+    for (let end = text.indexOf("\n"); end !== -1; end = text.indexOf("\n", start)) {
+      head.push(text.slice(start, end));
+      yield head.join("");
+      head = [];
+      start = end + 1;
+    }
+    if (start < text.length) head.push(text.slice(start));
+  }
+  head.push(decoder.decode());
+  const last = head.join("");
+  if (last.length > 0) yield last;
+}
+
+/** A session's recorded events, read from `GET /v1/sessions/{id}/events` as they stream in. */
+async function* streamedEvents(client: GatehouseClient, sessionId: string): AsyncGenerator<StoredEvent> {
+  const res = await client.events(sessionId);
+  if (!res.body) return;
+  for await (const line of lines(res.body)) {
+    if (line.length > 0) yield storedEvent(sessionId, line);
+  }
+}
+
+/**
  * Proves a session's record complete and unaltered, or says where it is not:
  * recomputes the hash chain from the events and checks the seal's signature with
  * the published keys (or a key set saved earlier, --jwks FILE). Exit status 1
@@ -163,16 +196,13 @@ export async function sessionsVerify(
   id: string,
   flags: ClientFlags & { jwks?: string | undefined },
 ): Promise<number> {
-  const session = await client.getSession(id);
-  const text = await (await client.events(id)).text();
-  const events = text
-    .split("\n")
-    .filter((line) => line.length > 0)
-    .map((line) => storedEvent(session.id, line));
+  // The summary carries the seal; the events are checked one by one as they arrive, so
+  // neither the record nor a view of it is ever held whole, whatever its size.
+  const session = await client.getSessionSummary(id);
   const keys = flags.jwks
     ? (JSON.parse(await readFile(flags.jwks, "utf8")) as JSONWebKeySet)
     : ((await client.jwks()) as JSONWebKeySet);
-  const verdict = await verifyRecord(session.id, events, session.seal, keys);
+  const verdict = await verifyRecord(session.id, streamedEvents(client, session.id), session.seal, keys);
   if (flags.json) {
     out(JSON.stringify(verdict, null, 2));
     return verdict.intact ? 0 : 1;

@@ -8,6 +8,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AGENT_NODE_OPTIONS, agentConfigSchema, proxyConfigSchema } from "@gatehouse/agent/config.js";
+import { SYSTEM_ACTOR } from "@gatehouse/control-plane/audit/log.js";
 import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
 import { Registry } from "prom-client";
 import type { z } from "zod";
@@ -119,9 +120,9 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
   let agent: AgentChild | undefined;
   try {
     for (const old of await cp.accounts.list()) {
-      if (old.name === LOCAL_AGENT && old.revokedAt === null) await cp.accounts.revoke(old.id);
+      if (old.name === LOCAL_AGENT && old.revokedAt === null) await cp.accounts.revoke(SYSTEM_ACTOR, old.id);
     }
-    const { token } = await cp.accounts.create(LOCAL_AGENT);
+    const { token } = await cp.accounts.create(SYSTEM_ACTOR, LOCAL_AGENT);
     const agentConfig = join(flags.data, "up-agent.json");
     await writeFile(
       agentConfig,

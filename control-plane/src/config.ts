@@ -3,12 +3,11 @@
  * the process entry (cli/), unknown keys rejected by name. Defaults are declared
  * next to each option.
  */
+import { HOST_PORT } from "@gatehouse/proto/address";
 import { z } from "zod";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
-export const listenAddress = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, "expected host:port, e.g. 127.0.0.1:7070");
+export const listenAddress = z.string().regex(HOST_PORT, "expected host:port, e.g. 127.0.0.1:7070");
 
 const credentialRef = z.strictObject({
   /** Environment variable of the agent process holding the credential (for development). */

@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { joinHostPort, splitHostPort } from "@gatehouse/proto/address";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { AgentAccounts } from "./agents/accounts.js";
@@ -15,14 +16,17 @@ import { buildAgentConfig } from "./agents/config.js";
 import { AgentRegistry } from "./agents/registry.js";
 import { RevocationRelay } from "./agents/revocations.js";
 import { createApi } from "./api/app.js";
+import { AuditLog } from "./audit/log.js";
 import type { ControlPlaneConfig } from "./config.js";
+import { privateDataDir } from "./data-dir.js";
 import { createAgentLinkServer, listenAgentLink } from "./grpc/agent-link.js";
 import { ApiKeyAuthenticator } from "./identity/principals.js";
 import { SigningKeys } from "./identity/signing-keys.js";
 import { createControlPlaneMetrics } from "./metrics.js";
 import { SessionFeed } from "./sessions/feed.js";
+import { RetentionJob } from "./sessions/retention.js";
 import { SessionService } from "./sessions/service.js";
-import { SqliteStore } from "./store/sqlite/store.js";
+import { openStore } from "./store/open.js";
 import type { Store } from "./store/types.js";
 
 export type { ControlPlaneConfig } from "./config.js";
@@ -53,18 +57,27 @@ export interface RunningControlPlane {
   stop(): Promise<void>;
 }
 
-function hostOf(address: string): string {
-  return address.slice(0, address.lastIndexOf(":"));
+export async function startControlPlane(deps: ControlPlaneDeps): Promise<RunningControlPlane> {
+  const store = await openStore(deps.config.store, deps.dataDir);
+  try {
+    return await startOn(store, deps);
+  } catch (error) {
+    // A start-up that fails after the store opened (a bad key file, a port in use)
+    // must not leave its connections holding the process open.
+    await store.close();
+    throw error;
+  }
 }
 
-export async function startControlPlane(deps: ControlPlaneDeps): Promise<RunningControlPlane> {
+async function startOn(store: Store, deps: ControlPlaneDeps): Promise<RunningControlPlane> {
   const { config } = deps;
   const now = deps.now ?? Date.now;
-  const store = await SqliteStore.open({
-    path:
-      (config.store.type === "sqlite" ? config.store.path : undefined) ?? join(deps.dataDir, "gatehouse.db"),
-  });
-  const keys = await SigningKeys.load(config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"));
+  await privateDataDir(deps.dataDir, deps.log("cp"));
+  const keys = await SigningKeys.load(
+    config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"),
+    deps.log("cp.keys"),
+  );
+  const audit = new AuditLog({ store, now });
   const agents = new AgentRegistry();
   const feed = new SessionFeed();
   const metrics = createControlPlaneMetrics(deps.registry, agents);
@@ -73,6 +86,7 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
     keys,
     agents,
     feed,
+    audit,
     connections: config.connections,
     limits: config.sessions,
     now,
@@ -80,6 +94,7 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
   const accounts = new AgentAccounts({
     store,
     registry: agents,
+    audit,
     connections: config.connections.map((c) => c.name),
     now,
   });
@@ -91,6 +106,18 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
     logger: deps.log("cp.revocations"),
   });
   await revocations.start();
+  const { closedSessionsDays, checkIntervalMinutes } = config.retention;
+  const retention =
+    closedSessionsDays === undefined
+      ? null
+      : new RetentionJob({
+          store,
+          audit,
+          keepMs: closedSessionsDays * 86_400_000,
+          intervalMs: checkIntervalMinutes * 60_000,
+          now,
+          logger: deps.log("cp.retention"),
+        });
 
   const grpcServer = createAgentLinkServer({
     store,
@@ -110,6 +137,7 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
   const api = createApi({
     sessions,
     accounts,
+    audit,
     keys,
     auth: new ApiKeyAuthenticator(deps.adminToken),
     feed,
@@ -130,16 +158,17 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
     followPollMs: 1000,
   });
   const http: Server = createServer(api.callback());
-  const [httpHost, httpPort] = [hostOf(config.http.listen), Number(config.http.listen.split(":").pop())];
+  const httpListen = splitHostPort(config.http.listen);
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject);
-    http.listen(httpPort, httpHost.replace(/^\[|\]$/g, ""), () => resolve());
+    http.listen(httpListen.port, httpListen.host, () => resolve());
   });
   const boundHttp = (http.address() as AddressInfo).port;
+  retention?.start();
 
   return {
-    httpUrl: `http://${httpHost}:${boundHttp}`,
-    grpcAddress: `${hostOf(config.grpc.listen)}:${grpcPort}`,
+    httpUrl: `http://${joinHostPort(httpListen.host, boundHttp)}`,
+    grpcAddress: joinHostPort(splitHostPort(config.grpc.listen).host, grpcPort),
     store,
     accounts,
     sessions,
@@ -149,6 +178,7 @@ export async function startControlPlane(deps: ControlPlaneDeps): Promise<Running
       http.closeAllConnections();
       grpcServer.forceShutdown();
       await httpClosed;
+      await retention?.stop();
       await revocations.stop();
       await store.close();
     },

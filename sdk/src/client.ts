@@ -31,6 +31,15 @@ export interface OpenedSession {
   proxyUrl: string;
 }
 
+/** The signed count and last hash of a closed session's record (compact JWS over them in `jws`). */
+export interface SessionSeal {
+  count: number;
+  lastHash: string;
+  sealedAt: string;
+  jws: string;
+}
+
+/** A session without its exchanges, as lists, closes and `getSessionSummary` return it. */
 export interface SessionSummary {
   id: string;
   connection: string;
@@ -40,6 +49,8 @@ export interface SessionSummary {
   createdAt: string;
   expiresAt: string;
   closedAt: string | null;
+  /** Null until the session is closed. */
+  seal: SessionSeal | null;
 }
 
 export interface ExchangeView {
@@ -65,7 +76,6 @@ export interface ExchangeView {
 }
 
 export interface SessionView extends SessionSummary {
-  seal: { count: number; lastHash: string; sealedAt: string; jws: string } | null;
   exchanges: ExchangeView[];
 }
 
@@ -100,7 +110,11 @@ export interface ListSessionsQuery {
 export interface GatehouseClientOptions {
   /** Control-plane REST base URL, e.g. http://127.0.0.1:7070. */
   url: string;
-  /** API key (or, for runners, an OIDC token). */
+  /**
+   * API key, sent as `Authorization: Bearer`. Today that is the control plane's admin
+   * key (`GATEHOUSE_ADMIN_TOKEN`, or the one `gatehouse up` keeps), for runners too:
+   * opening a session with a CI OIDC token is not supported yet.
+   */
   token: string;
   fetch?: typeof fetch;
 }
@@ -122,8 +136,14 @@ export class GatehouseClient {
     return this.call("DELETE", `/v1/sessions/${encodeURIComponent(id)}`);
   }
 
+  /** The session with every exchange rebuilt from its record; for a large record, see {@link events}. */
   getSession(id: string): Promise<SessionView> {
     return this.call("GET", `/v1/sessions/${encodeURIComponent(id)}`);
+  }
+
+  /** The session without its exchanges (status, seal): cheap whatever the size of its record. */
+  getSessionSummary(id: string): Promise<SessionSummary> {
+    return this.call("GET", `/v1/sessions/${encodeURIComponent(id)}?view=summary`);
   }
 
   listSessions(

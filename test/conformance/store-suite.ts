@@ -978,6 +978,11 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             results.reduce((sum, r) => sum + r.events, 0),
             oldEvents,
           );
+          assert.deepEqual(
+            results.flatMap((r) => r.ids).sort(),
+            old.map((s) => s.id).sort(),
+            "each call names the sessions it removed",
+          );
 
           for (const s of old) {
             assert.equal(await store.getSession(s.id), null);
@@ -991,11 +996,12 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
             newestFirst(kept),
             "listings no longer show purged sessions",
           );
-          assert.deepEqual(await store.purgeClosedSessions(cutoff, 100), { sessions: 0, events: 0 });
+          assert.deepEqual(await store.purgeClosedSessions(cutoff, 100), { sessions: 0, events: 0, ids: [] });
           // A later cutoff takes the sessions closed since; open ones are never purged.
           assert.deepEqual(await store.purgeClosedSessions(cutoff + HOUR, 100), {
             sessions: 2,
             events: (before.get(atCutoff.id)?.length ?? 0) + (before.get(recent.id)?.length ?? 0),
+            ids: [atCutoff.id, recent.id],
           });
           assert.deepEqual(await store.getSession(open.id), open);
           assert.deepEqual(await store.getSession(openExpired.id), openExpired);

@@ -374,4 +374,34 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read configuration file .*nope\.yaml: ENOENT/);
   });
+
+  test("a MongoDB store that is misspelt or unreachable stops start-up, naming it without its password", async () => {
+    const start = async (uri: string) => {
+      const file = join(dir, "mongo.yaml");
+      await writeFile(
+        file,
+        `connections:\n  - { name: claude, type: anthropic, upstream: "https://api.anthropic.com", credential: { env: K } }\nstore: { type: mongodb, uri: "${uri}" }\n`,
+      );
+      const run = await gatehouse(["control-plane", "--config", file, "--data", join(dir, "mongo")]);
+      assert.ok(!run.stderr.includes("s3cret-pw"), `the password is never printed:\n${run.stderr}`);
+      return run;
+    };
+    // Nothing listens on port 1: the connection is refused, and start-up gives up after the URI's own timeout.
+    const down = await start(
+      "mongodb://ops:s3cret-pw@127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=300",
+    );
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /GATE_STORE_UNAVAILABLE/);
+    assert.match(down.stderr, /cannot reach MongoDB at mongodb:\/\/ops:\*\*\*@127\.0\.0\.1:1\//);
+    assert.match(down.stderr, /check that the server is running/);
+
+    const misspelt = await start("mongodb://ops:s3cret-pw@127.0.0.1:1/?directConnection=maybe");
+    assert.notEqual(misspelt.code, 0);
+    assert.match(misspelt.stderr, /GATE_CONFIG_INVALID/);
+    assert.match(misspelt.stderr, /mongodb:\/\/ops:\*\*\*@127\.0\.0\.1:1/);
+
+    const notMongo = await start("postgres://ops:s3cret-pw@db/gatehouse");
+    assert.equal(notMongo.code, 2, "rejected by config validation");
+    assert.match(notMongo.stderr, /store\.uri/);
+  });
 });

@@ -194,7 +194,7 @@ async function linkReplica(
   name: string,
   overrides: Partial<AgentLinkDeps> = {},
 ): Promise<{ address: string; server: grpc.Server }> {
-  const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"));
+  const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"), gh.logs.log("cp.keys"));
   const connections = [
     {
       name: "claude",
@@ -565,7 +565,7 @@ describe("AgentLink", () => {
     // A second AgentLink server on the same store and registry whose welcome is slow
     // to build: the session is closed after its revocation list was read and before
     // the welcome is sent, the window in which the close's broadcast used to miss the agent.
-    const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"));
+    const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"), gh.logs.log("cp.keys"));
     const connections = [
       {
         name: "claude",
@@ -1088,10 +1088,11 @@ describe("AgentLink", () => {
               credential: { env: UPSTREAM_KEY_ENV },
             },
           ],
+          store: gh.storeConfig,
           http: { listen: "127.0.0.1:0" },
           grpc: { listen: "127.0.0.1:0" },
         }),
-        // The same data directory: the replicas share one store.
+        // The same store and data directory (signing keys): the replicas share them.
         dataDir: gh.dir,
         log: (component) => gh.logs.root.child({ component, replica: "b" }),
         registry: new Registry(),
@@ -1130,7 +1131,7 @@ describe("AgentLink", () => {
     // stream (none was registered yet), and the link then served on with a revoked token.
     const gh = await TestGatehouse.start();
     const account = await gh.admin.createAgent("revoked-mid-handshake");
-    let revokeMidHandshake: (() => Promise<unknown>) | null = () => gh.cp.accounts.revoke(account.id);
+    let revokeMidHandshake: (() => Promise<unknown>) | null = () => gh.cp.accounts.revoke("test", account.id);
     const { address, server } = await linkReplica(gh, "racy", {
       store: {
         getSession: (id) => gh.cp.store.getSession(id),
@@ -1224,4 +1225,75 @@ describe("AgentLink", () => {
       await gh.stop();
     }
   });
+
+  test(
+    "token keys the agent cannot read are logged and refused; the agent serves on with the last good ones",
+    LIMIT,
+    async () => {
+      // Regression: a pushed key that was not JSON threw inside the link's message handler, an
+      // uncaught exception that ended the agent's process.
+      const gh = await TestGatehouse.start();
+      const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"), gh.logs.log("cp.keys"));
+      const connections = [
+        {
+          name: "claude",
+          type: "anthropic" as const,
+          upstream: gh.fake.url,
+          credential: { env: UPSTREAM_KEY_ENV },
+        },
+      ];
+      const good = await buildAgentConfig({ connections, keys, store: gh.cp.store }, [], Date.now());
+      const unreadable = (jwkJson: string) => ({
+        ...good,
+        tokenKeys: [...(good.tokenKeys ?? []), { kid: "bad", jwkJson }],
+      });
+      const server = new grpc.Server();
+      let link: grpc.ServerDuplexStream<unknown, unknown> | undefined;
+      server.addService(loadAgentLink().AgentLink.service, {
+        Connect: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          link = call;
+          call.on("error", () => {});
+          call.write({
+            welcome: {
+              controlPlaneId: "bad-keys",
+              heartbeatIntervalMs: 10_000,
+              config: unreadable("{not json"),
+            },
+          });
+        },
+      });
+      const port = await listenAgentLink(server, "127.0.0.1:0");
+      const refusedConfig = (from: number) =>
+        gh.logs
+          .waitFor((e) => e.agent === "bad-keys" && e.level === 50, from)
+          .then((e) => {
+            assert.match(String(e.msg), /refused a configuration from the control plane/);
+            assert.equal(e.code, "GATE_CONFIG_INVALID");
+          });
+      try {
+        let mark = gh.logs.lines.length;
+        const agent = await gh.startExtraAgent("bad-keys", { address: `127.0.0.1:${port}` });
+        await refusedConfig(mark);
+        assert.equal((await fetch(`${agent.proxyUrl}/readyz`)).status, 503, "nothing to serve with yet");
+
+        mark = gh.logs.lines.length;
+        link?.write({ config: good });
+        await gh.logs.waitFor((e) => e.agent === "bad-keys" && e.msg === "configuration received", mark);
+        assert.equal((await fetch(`${agent.proxyUrl}/readyz`)).status, 200);
+
+        for (const jwkJson of ["[1, 2]", "null", '{"no":"kty"}']) {
+          mark = gh.logs.lines.length;
+          link?.write({ config: unreadable(jwkJson) });
+          await refusedConfig(mark);
+        }
+        // Still up, still serving: a token it has not seen before verifies with the keys it kept.
+        assert.equal((await fetch(`${agent.proxyUrl}/readyz`)).status, 200);
+        const session = await gh.openSession();
+        assert.equal((await agent.verifier.verify(session.token, "claude")).sessionId, session.id);
+      } finally {
+        server.forceShutdown();
+        await gh.stop();
+      }
+    },
+  );
 });

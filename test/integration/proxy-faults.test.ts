@@ -94,6 +94,45 @@ describe("faults inside an exchange", () => {
     assert.equal(upstream.closedEarly, true);
   });
 
+  test("an event that could not be recorded never reaches the client", async () => {
+    // Regression: events were written to the client before they were recorded, so a failure to
+    // record one left the client holding an event the record did not have.
+    gh.fake.reply({ content: [{ type: "text", text: "every piece the client sees is recorded" }] });
+    const session = await gh.openSession();
+    let seen = 0;
+    failOnce(
+      gh.agent.spool,
+      (event) => event.sse !== undefined && event.sessionId === session.id && ++seen === 3,
+    );
+    const res = await fetch(`${session.proxyUrl}/v1/messages`, {
+      method: "POST",
+      headers: {
+        "x-api-key": session.token,
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ ...request, stream: true }),
+    });
+    const text = await res.text();
+    gh.fake.reply(null);
+    const received = text
+      .split("\n\n")
+      .filter((block) => block !== "")
+      .map((block) => [/^event: (.*)$/m.exec(block)?.[1], /^data: (.*)$/m.exec(block)?.[1]]);
+    assert.equal(received.at(-1)?.[0], "error", "the client is told the stream failed");
+    assert.match(received.at(-1)?.[1] ?? "", /GATE_INTERNAL/);
+
+    await gh.agent.link.whenDrained();
+    const recorded = (await (await gh.admin.events(session.id)).text())
+      .split("\n")
+      .filter((line) => line !== "")
+      .map((line) => JSON.parse(line) as { kind: string; attrs: { event?: string; data?: string } })
+      .filter((e) => e.kind === "response.sse")
+      .map((e) => [e.attrs.event, e.attrs.data]);
+    assert.equal(recorded.length, 2, "the events before the one that failed");
+    assert.deepEqual(received.slice(0, -1), recorded, "the client saw exactly what was recorded");
+  });
+
   test("a failure before anything went upstream: the exchange is ended and nothing is sent", async () => {
     // Regression: the throw reached the listener's catch (server.ts route()), which answered the
     // client but could not end an exchange it did not know about.

@@ -6,22 +6,11 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { request as httpRequest } from "node:http";
-import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
 import { generateKeyPair, SignJWT } from "jose";
 import { TestGatehouse } from "../support/gatehouse.js";
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
-}
+import { unusedPort } from "../support/ports.js";
 
 const request = {
   model: "claude-sonnet-4-6",
@@ -62,7 +51,7 @@ describe("agent refusals and failures", () => {
         {
           name: "down",
           type: "anthropic",
-          upstream: `http://127.0.0.1:${await closedPort()}`,
+          upstream: `http://127.0.0.1:${await unusedPort()}`,
           credential: { env: "GATEHOUSE_TEST_UPSTREAM_KEY" },
         },
         {

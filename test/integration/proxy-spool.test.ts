@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -26,6 +26,20 @@ describe("the agent's spool", () => {
   });
   after(() => gh.stop());
 
+  /** An agent of its own on `dataDir`, linked to the harness's control plane. */
+  const startOwnAgent = (dataDir: string, name: string) =>
+    startAgent({
+      config: agentConfigSchema.parse({
+        controlPlane: { address: gh.cp.grpcAddress },
+        proxy: { listen: "127.0.0.1:0" },
+      }),
+      token: gh.agentToken,
+      dataDir,
+      env: { [UPSTREAM_KEY_ENV]: gh.fake.apiKey },
+      log: (component) => gh.logs.root.child({ component, agent: name }),
+      registry: new Registry(),
+    });
+
   test("its directory is 0700 and its files 0600", async () => {
     // Regression: the spool was created with the process umask (typically 0755 and 0644), so any
     // local user could read the recorded prompts and responses.
@@ -45,21 +59,27 @@ describe("the agent's spool", () => {
     }
   });
 
+  test("data and spool directories made earlier with looser modes are 0700 once the agent starts", async () => {
+    // Regression: mkdir sets a mode only on what it creates, so directories made before (by hand,
+    // by an older agent, by the umask) stayed readable by every local user.
+    const dataDir = await mkdtemp(join(tmpdir(), "gatehouse-spool-"));
+    try {
+      await mkdir(join(dataDir, "spool"));
+      for (const dir of [dataDir, join(dataDir, "spool")]) await chmod(dir, 0o755);
+      const agent = await startOwnAgent(dataDir, "narrowed");
+      await agent.stop(1000);
+      assert.equal((await stat(dataDir)).mode & 0o777, 0o700, "data directory");
+      assert.equal((await stat(join(dataDir, "spool"))).mode & 0o777, 0o700, "spool directory");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   test("a spool that cannot write makes /readyz 503 with the reason, and requests are refused", async () => {
     // Regression: a failed spool was only logged; /readyz still said ready, so a load balancer
     // kept sending traffic to an agent that could no longer record it.
     const dataDir = await mkdtemp(join(tmpdir(), "gatehouse-spool-"));
-    const agent = await startAgent({
-      config: agentConfigSchema.parse({
-        controlPlane: { address: gh.cp.grpcAddress },
-        proxy: { listen: "127.0.0.1:0" },
-      }),
-      token: gh.agentToken,
-      dataDir,
-      env: { [UPSTREAM_KEY_ENV]: gh.fake.apiKey },
-      log: (component) => gh.logs.root.child({ component, agent: "spool-fails" }),
-      registry: new Registry(),
-    });
+    const agent = await startOwnAgent(dataDir, "spool-fails");
     try {
       await agent.link.whenState("ready");
       assert.equal((await fetch(`${agent.proxyUrl}/readyz`)).status, 200);

@@ -82,6 +82,27 @@ describe("the upstream a request goes to", () => {
     based.server.close();
   });
 
+  /**
+   * Sends each of `paths` on a new session of the `based` connection and asserts each was
+   * refused with 400 GATE_INVALID_REQUEST and recorded as refused, and that nothing reached upstream.
+   */
+  async function expectRefused(paths: string[]): Promise<void> {
+    const session = await gh.openSession("based");
+    const origin = new URL(session.proxyUrl).origin;
+    for (const path of paths) {
+      const res = await rawPost(origin, path, session.token);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.code, "GATE_INVALID_REQUEST", path);
+      assert.match(res.body, /"type":"invalid_request_error".*request path must not/, path);
+    }
+    assert.deepEqual(based.received, [], "nothing reached the upstream");
+    const exchanges = (await gh.record(session.id)).exchanges;
+    assert.deepEqual(
+      exchanges.map((x) => [x.outcome, x.error?.code]),
+      paths.map(() => ["refused", "GATE_INVALID_REQUEST"]),
+    );
+  }
+
   test("a path naming another host is refused with 400 and the credential stays home, from the SDK too", async () => {
     // Regression: the agent built `new URL(basePath + path, origin)` from the client's path, so
     // `//host/…` and `/\host/…` were read as another authority and got the real credential.
@@ -132,9 +153,7 @@ describe("the upstream a request goes to", () => {
   test("dot segments, raw or percent-encoded in any case, cannot climb out of the base path", async () => {
     // Regression: `..` and `%2e%2e` segments were resolved by the URL parser, so
     // `/c/based/../secret` requested `/secret` upstream, outside the connection's `/base`.
-    const session = await gh.openSession("based");
-    const origin = new URL(session.proxyUrl).origin;
-    const paths = [
+    await expectRefused([
       "/c/based/../secret",
       "/c/based/v1/../../secret",
       "/c/based/%2e%2e/secret",
@@ -146,18 +165,32 @@ describe("the upstream a request goes to", () => {
       "/c/based/v1/..%2fsecret",
       "/c/based/v1/..%5Csecret",
       "/c/based/v1\\..\\..\\secret",
-    ];
-    for (const path of paths) {
-      const res = await rawPost(origin, path, session.token);
-      assert.equal(res.status, 400, path);
-      assert.equal(res.code, "GATE_INVALID_REQUEST", path);
+    ]);
+  });
+
+  test("segments with ;parameters and twice-encoded dots or separators are refused too", async () => {
+    // Regression: `..;x` (a `..` to a servlet container, which drops `;params` from a segment)
+    // and `%252e%252e` / `%252f` (a `..` or `/` to a server that decodes twice) reached upstream
+    // with the credential, and climbed out of the base path there.
+    await expectRefused([
+      "/c/based/..;/secret",
+      "/c/based/v1/..;jsessionid=x/../secret",
+      "/c/based/.;x/v1/messages",
+      "/c/based/%2e%2E;/secret",
+      "/c/based/..%3b/secret",
+      "/c/based/..%3Bx/secret",
+      "/c/based/%252e%252e/secret",
+      "/c/based/%252E%252E/secret",
+      "/c/based/v1/..%252fsecret",
+      "/c/based/v1/..%252Fsecret",
+      "/c/based/v1/..%255csecret",
+      "/c/based/v1/..%255Csecret",
+      "/c/based/v1/%25252e%25252e/secret",
+    ]);
+    // A semicolon elsewhere, and a `%25` that encodes nothing of the kind, are ordinary path text.
+    for (const path of ["/v1/models/a;b", "/v1/models/..a;b", "/v1/models/100%25"]) {
+      assert.equal(upstreamTarget(new URL("http://up.example/base"), path).path, path);
     }
-    assert.deepEqual(based.received, [], "nothing reached the upstream");
-    const exchanges = (await gh.record(session.id)).exchanges;
-    assert.deepEqual(
-      exchanges.map((x) => [x.outcome, x.error?.code]),
-      paths.map(() => ["refused", "GATE_INVALID_REQUEST"]),
-    );
   });
 
   test("a valid path goes below the base path, and the record has the path requested upstream", async () => {
@@ -207,6 +240,12 @@ describe("the upstream a request goes to", () => {
       "\t",
       "%",
       "%00",
+      ";",
+      "%3b",
+      "%25",
+      "%252e",
+      "%252F",
+      "%255c",
     );
     fc.assert(
       fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
@@ -222,7 +261,20 @@ describe("the upstream a request goes to", () => {
         assert.equal(target.url.origin, upstream.origin);
         assert.ok(target.url.pathname.startsWith("/base/"), target.url.href);
         assert.equal(target.url.pathname + target.url.search, `/base${target.path}`);
-        assert.ok(!target.url.pathname.split("/").some((s) => s === "." || s === ".."));
+        // Nor dot segments to a server that drops `;params` or decodes once or twice more.
+        const decoded = (text: string) => {
+          try {
+            return decodeURIComponent(text);
+          } catch {
+            return text;
+          }
+        };
+        for (const segment of target.url.pathname.split("/")) {
+          for (const seen of [segment, decoded(segment), decoded(decoded(segment))]) {
+            const bare = seen.split(";", 1)[0];
+            assert.ok(bare !== "." && bare !== ".." && !/[/\\]/.test(seen), target.url.href);
+          }
+        }
       }),
       { numRuns: 5000 },
     );

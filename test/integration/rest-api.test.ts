@@ -5,7 +5,8 @@
  * status codes, body shapes, what a verifier can prove, and what never leaks.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -23,7 +24,8 @@ import type { OpenedSession, SessionSummary, SessionView } from "@gatehouse/sdk"
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { compactVerify, createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import { Registry } from "prom-client";
-import { LogCapture, TestGatehouse } from "../support/gatehouse.js";
+import { gatehouse } from "../support/cli.js";
+import { LogCapture, type LogEntry, TestGatehouse } from "../support/gatehouse.js";
 
 /** Strings that must never appear in an error body: tokens, keys and their hashes. */
 const secrets = new Set<string>();
@@ -416,9 +418,12 @@ describe("REST API", { timeout }, () => {
           "expiresAt",
           "id",
           "labels",
+          "seal",
           "status",
           "subject",
         ]);
+        // A list item carries the seal, so a verifier never has to read the session's exchanges.
+        assert.equal(item.seal !== null, ledger.closed.includes(item.id), `only closed sessions are sealed`);
       }
     });
 
@@ -561,6 +566,49 @@ describe("REST API", { timeout }, () => {
       for (const s of [opened.token, gh.fake.apiKey, gh.adminToken]) assert.ok(!r.text.includes(s));
     });
 
+    test("recorded headers named __proto__ or constructor show as ordinary headers", async () => {
+      // Regression: the view gathered headers into a plain object, where `__proto__` set the
+      // prototype instead of a key, so a header of that name vanished from the record's view.
+      const opened = await openSession();
+      const exchangeId = randomUUID();
+      const event = (index: number, kind: EventKind, attrs: Record<string, unknown>) => ({
+        id: `${exchangeId}:${index}`,
+        sessionId: opened.id,
+        exchangeId,
+        at: Date.now() * 1000,
+        kind,
+        attrs,
+        body: null,
+      });
+      await gh.cp.store.appendEvents([
+        event(0, "request.head", {
+          connection: "claude",
+          kind: "anthropic.models",
+          method: "GET",
+          path: "/v1/models",
+          headers: [
+            ["__proto__", "p1"],
+            ["constructor", "c1"],
+            ["constructor", "c2"],
+            ["tostring", "t"],
+          ],
+        }),
+        event(1, "response.head", { status: 200, headers: [["__proto__", "from upstream"]] }),
+        event(2, "exchange.end", { outcome: "completed", status: 200, errorCode: "", errorMessage: "" }),
+      ]);
+      const r = await call("GET", `/v1/sessions/${opened.id}`);
+      const [x] = (await json<SessionView>(r)).exchanges;
+      assert.ok(x?.response);
+      assert.equal(Object.getPrototypeOf(x.request.headers), Object.prototype, "parsed JSON, not polluted");
+      assert.deepEqual(Object.entries(x.request.headers), [
+        ["__proto__", "p1"],
+        ["constructor", "c1, c2"],
+        ["tostring", "t"],
+      ]);
+      assert.deepEqual(Object.entries(x.response.headers), [["__proto__", "from upstream"]]);
+      assert.match(r.text, /"headers":\{"__proto__":"p1","constructor":"c1, c2"/);
+    });
+
     test("an unknown session id is 404 GATE_NOT_FOUND", async () => {
       const unknown = "01890000-0000-7000-8000-000000000000";
       for (const [method, path] of [
@@ -622,6 +670,80 @@ describe("REST API", { timeout }, () => {
       const again = await json<SessionSummary>(call("DELETE", `/v1/sessions/${opened.id}`));
       assert.deepEqual(again, closed);
       assert.deepEqual((await getSession(opened.id)).seal, seal);
+    });
+
+    test("?view=summary is the session with its seal, without its exchanges, as lists and DELETE show it", async () => {
+      // What a verifier needs (status and seal) without the server reading the session's events.
+      const opened = await openSession();
+      await exchange(opened);
+      const open = await json<SessionSummary>(call("GET", `/v1/sessions/${opened.id}?view=summary`));
+      assert.equal(open.status, "open");
+      assert.equal(open.seal, null);
+      assert.ok(!("exchanges" in open));
+
+      const closed = await json<SessionSummary>(call("DELETE", `/v1/sessions/${opened.id}`));
+      assert.ok(closed.seal, "DELETE answers with the seal it made");
+      const summary = await json<SessionSummary>(call("GET", `/v1/sessions/${opened.id}?view=summary`));
+      assert.deepEqual(summary, closed);
+      const { exchanges, ...full } = await getSession(opened.id);
+      assert.equal(exchanges.length, 1);
+      assert.deepEqual(full, summary, "the full view is the summary plus the exchanges");
+      const page = await json<{ items: SessionSummary[] }>(
+        call("GET", "/v1/sessions?connection=claude&limit=500"),
+      );
+      assert.deepEqual(
+        page.items.find((s) => s.id === opened.id),
+        summary,
+      );
+      await expectError(
+        call("GET", `/v1/sessions/${opened.id}?view=exchanges`),
+        400,
+        "GATE_INVALID_REQUEST",
+        ["view"],
+      );
+    });
+
+    test("`gatehouse sessions verify` streams a large record instead of holding it in memory", async () => {
+      // Regression: verify read the whole session view and the whole event stream into memory,
+      // so a large session ran the CLI out of memory. It reads the summary (with the seal) and
+      // verifies events line by line as they stream in, so what it holds stays bounded.
+      // A Gatehouse of its own: a large record slows every later read of a FerretDB database.
+      const big = await TestGatehouse.start();
+      try {
+        const opened = await big.openSession();
+        const exchangeId = randomUUID();
+        const body = Buffer.alloc(256 * 1024, "a");
+        let index = 0;
+        for (let batch = 0; batch < 4; batch++) {
+          await big.cp.store.appendEvents(
+            Array.from({ length: 16 }, () => ({
+              id: `${exchangeId}:${index++}`,
+              sessionId: opened.id,
+              exchangeId,
+              at: Date.now() * 1000,
+              kind: "request.body" as const,
+              attrs: {},
+              body,
+            })),
+          );
+        }
+        await big.admin.closeSession(opened.id);
+        // 16 MiB of bodies (about 22 MB of NDJSON) for a CLI allowed a 32 MB heap, some 12 MB of
+        // which it needs for itself: holding the view and the stream whole, it failed at 8 MiB.
+        const verified = await gatehouse(["sessions", "verify", opened.id, "--json"], {
+          env: {
+            GATEHOUSE_URL: big.cp.httpUrl,
+            GATEHOUSE_TOKEN: big.adminToken,
+            NODE_OPTIONS: "--max-old-space-size=32",
+          },
+        });
+        assert.equal(verified.code, 0, verified.stderr);
+        const verdict = JSON.parse(verified.stdout) as { intact: boolean; events: number };
+        assert.equal(verdict.intact, true);
+        assert.equal(verdict.events, index);
+      } finally {
+        await big.stop();
+      }
     });
 
     test("a session closed with no exchanges is sealed as empty", async () => {
@@ -724,6 +846,11 @@ describe("REST API", { timeout }, () => {
 
     test("followers that disconnect are let go, and the server keeps working", async () => {
       const logFrom = gh.logs.lines.length;
+      // Regression: koa printed every stream cut short by its client to stderr ("Premature close"),
+      // bypassing the logger; a client that leaves is routine, logged at debug.
+      const printed: unknown[] = [];
+      const consoleError = console.error;
+      console.error = (...args: unknown[]) => printed.push(args);
       const opened = await openSession();
       const followers = await Promise.all(
         Array.from({ length: 20 }, async () => {
@@ -736,10 +863,21 @@ describe("REST API", { timeout }, () => {
           return { abort, res };
         }),
       );
-      for (const { abort, res } of followers) {
-        abort.abort();
-        await assert.rejects(res.text(), { name: "AbortError" });
+      try {
+        for (const { abort, res } of followers) {
+          abort.abort();
+          await assert.rejects(res.text(), { name: "AbortError" });
+        }
+        const gone: LogEntry[] = [];
+        await gh.logs.waitFor((e) => {
+          if (e.msg === "client went away before the response was complete") gone.push(e);
+          return gone.length === followers.length;
+        }, logFrom);
+        for (const e of gone) assert.deepEqual([e.component, e.level], ["cp.api", 20], "logged at debug");
+      } finally {
+        console.error = consoleError;
       }
+      assert.deepEqual(printed, [], "nothing printed to the console");
       const res = await fetch(`${gh.cp.httpUrl}/v1/sessions/${opened.id}/events?follow=1`, {
         headers: { authorization: `Bearer ${gh.adminToken}` },
       });
@@ -947,6 +1085,84 @@ describe("REST API", { timeout }, () => {
     });
   });
 
+  describe("GET /v1/audit", () => {
+    interface AuditEntry {
+      id: string;
+      at: string;
+      actor: string;
+      action: string;
+      target: string | null;
+      details: Record<string, unknown>;
+    }
+    type AuditPage = { items: AuditEntry[]; nextCursor: string | null };
+
+    test("agent accounts made and revoked and sessions closed are listed, newest first, once each", async () => {
+      const created = await json<{ id: string; token: string }>(
+        call("POST", "/v1/agents", { json: { name: "audited", connections: ["ledger"] } }),
+        201,
+      );
+      secrets.add(created.token);
+      const session = await openSession();
+      await json(call("DELETE", `/v1/sessions/${session.id}`));
+      await json(call("DELETE", `/v1/agents/${created.id}`));
+      // Repeating a change that already took effect changes nothing, and so logs nothing.
+      await json(call("DELETE", `/v1/sessions/${session.id}`));
+      await json(call("DELETE", `/v1/agents/${created.id}`));
+
+      const newest = await json<AuditPage>(call("GET", "/v1/audit?limit=3"));
+      assert.deepEqual(
+        newest.items.map(({ actor, action, target, details }) => ({ actor, action, target, details })),
+        [
+          {
+            actor: "bootstrap-admin",
+            action: "agent.revoke",
+            target: created.id,
+            details: { name: "audited" },
+          },
+          {
+            actor: "bootstrap-admin",
+            action: "session.close",
+            target: session.id,
+            details: { connection: "claude" },
+          },
+          {
+            actor: "bootstrap-admin",
+            action: "agent.create",
+            target: created.id,
+            details: { name: "audited", connections: ["ledger"] },
+          },
+        ],
+      );
+      for (const e of newest.items) assert.ok(!Number.isNaN(Date.parse(e.at)), "times are ISO 8601");
+      assert.ok(newest.nextCursor, "older entries (the harness's own agent) are on the next page");
+
+      // Paging visits every entry once, in order, as far back as the log goes.
+      const seen: AuditEntry[] = [];
+      let cursor: string | null = null;
+      do {
+        const q: string = cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`;
+        const page: AuditPage = await json<AuditPage>(call("GET", `/v1/audit?limit=2${q}`));
+        seen.push(...page.items);
+        cursor = page.nextCursor;
+      } while (cursor !== null);
+      assert.deepEqual(seen.slice(0, 3), newest.items);
+      assert.equal(new Set(seen.map((e) => e.id)).size, seen.length);
+      assert.deepEqual(
+        seen.map((e) => e.at),
+        seen
+          .map((e) => e.at)
+          .sort()
+          .reverse(),
+      );
+    });
+
+    test("the audit log needs an API key, and a bad cursor or limit is a 400", async () => {
+      await expectError(call("GET", "/v1/audit", { token: null }), 401, "GATE_UNAUTHENTICATED");
+      await expectError(call("GET", "/v1/audit?cursor=not-a-cursor"), 400, "GATE_INVALID_REQUEST");
+      await expectError(call("GET", "/v1/audit?limit=0"), 400, "GATE_INVALID_REQUEST", ["limit"]);
+    });
+  });
+
   describe("errors", () => {
     test("an unknown route is 404 JSON pointing at the list of routes", async () => {
       for (const path of ["/v1/nope", "/v2/sessions", "/", "/v1/sessions/a/b/c"]) {
@@ -1046,7 +1262,7 @@ describe("a control plane with no agent linked", { timeout }, () => {
   test("is not ready and refuses sessions with 503 GATE_NO_AGENT until an agent links, and again after", async () => {
     await expectNoAgent();
 
-    const { token } = await cp.accounts.create("late-agent");
+    const { token } = await cp.accounts.create("test", "late-agent");
     const agent = await startAgent({
       config: agentConfigSchema.parse({
         controlPlane: { address: cp.grpcAddress },
@@ -1069,5 +1285,50 @@ describe("a control plane with no agent linked", { timeout }, () => {
     await logs.waitFor((e) => e.component === "cp.link" && e.msg === "agent disconnected", from);
     assert.equal(cp.agents.size, 0);
     await expectNoAgent();
+  });
+});
+
+describe("the control plane's data directory", { timeout }, () => {
+  test("is made 0700 at start, and a signing key file others can read is warned about", async () => {
+    // Regression: a data dir made earlier with a looser mode stayed readable by every local user,
+    // and a signing key file they could read (so forge tokens and seals with) went unremarked.
+    const dir = await mkdtemp(join(tmpdir(), "gatehouse-rest-"));
+    const logs = new LogCapture();
+    const start = () =>
+      startControlPlane({
+        config: controlPlaneConfigSchema.parse({
+          connections: [
+            {
+              name: "claude",
+              type: "anthropic",
+              upstream: "http://127.0.0.1:9",
+              credential: { env: "UNUSED" },
+            },
+          ],
+          http: { listen: "127.0.0.1:0" },
+          grpc: { listen: "127.0.0.1:0" },
+        }),
+        dataDir: dir,
+        log: logs.log,
+        registry: new Registry(),
+      });
+    const keyWarnings = () => logs.lines.filter((l) => l.includes('"component":"cp.keys"'));
+    try {
+      await chmod(dir, 0o755);
+      await (await start()).stop();
+      assert.equal((await stat(dir)).mode & 0o777, 0o700);
+      assert.deepEqual(keyWarnings(), [], "the key file it made is its own");
+
+      await chmod(dir, 0o755);
+      await chmod(join(dir, "signing-key.jwk"), 0o644);
+      await (await start()).stop();
+      assert.equal((await stat(dir)).mode & 0o777, 0o700);
+      const warned = await logs.waitFor((e) => e.component === "cp.keys");
+      assert.equal(warned.level, 40, "a warning");
+      assert.equal(warned.mode, "0644");
+      assert.match(String(warned.msg), /open to group or others.*chmod 600/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,11 @@
 /**
  * Starts a whole Gatehouse in-process for a test: a control plane with its
- * embedded store, one agent linked to it over real gRPC, and a fake Anthropic
- * upstream behind the agent. Everything listens on port 0 in a temp dir.
+ * store, one agent linked to it over real gRPC, and a fake Anthropic upstream
+ * behind the agent. Everything listens on port 0 in a temp dir.
+ *
+ * The store is the embedded SQLite one, or, with `GATEHOUSE_TEST_STORE=mongodb`
+ * (test/run.mjs runs the harness tests a second time so), a database of its
+ * own on a MongoDB server shared by the test file (see mongo-server.ts).
  */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
@@ -21,6 +25,7 @@ import { GatehouseClient, type OpenedSession, type SessionView } from "@gatehous
 import { type Logger, pino } from "pino";
 import { Registry } from "prom-client";
 import { type FakeAnthropic, type FakeAnthropicOptions, startFakeAnthropic } from "./fake-anthropic.js";
+import { type MongoServer, startMongoServer } from "./mongo-server.js";
 
 /** Environment variable the test agent reads the upstream key from. */
 export const UPSTREAM_KEY_ENV = "GATEHOUSE_TEST_UPSTREAM_KEY";
@@ -120,6 +125,22 @@ export interface GatehouseOptions {
   linkTls?: LinkTlsOptions;
 }
 
+/** The `store` config of harness control planes: SQLite, or a new database on the shared MongoDB server. */
+async function testStore(): Promise<{ config: Record<string, unknown>; drop: () => Promise<void> }> {
+  const kind = process.env.GATEHOUSE_TEST_STORE ?? "sqlite";
+  if (kind === "sqlite") return { config: { type: "sqlite" }, drop: async () => {} };
+  if (kind !== "mongodb") throw new Error(`GATEHOUSE_TEST_STORE is ${kind}; use sqlite or mongodb`);
+  mongoServer ??= startMongoServer();
+  const server = await mongoServer;
+  const database = server.uniqueDatabase();
+  return {
+    config: { type: "mongodb", uri: server.uri, database },
+    drop: () => server.dropDatabase(database),
+  };
+}
+/** Started by the first harness of a test file that needs it; it ends with the file's process. */
+let mongoServer: Promise<MongoServer> | undefined;
+
 export class TestGatehouse {
   readonly logs = new LogCapture();
   readonly adminToken = `adm_${randomBytes(16).toString("hex")}`;
@@ -133,19 +154,26 @@ export class TestGatehouse {
   private httpListen = "127.0.0.1:0";
   private readonly extraAgents: RunningAgent[] = [];
 
+  /** The control plane's `store` config, for another replica over the same store. */
+  get storeConfig(): Record<string, unknown> {
+    return this.store.config;
+  }
+
   private constructor(
     readonly dir: string,
     readonly fake: FakeAnthropic,
+    private readonly store: Awaited<ReturnType<typeof testStore>>,
     private readonly options: GatehouseOptions,
   ) {}
 
   static async start(options: GatehouseOptions = {}): Promise<TestGatehouse> {
+    const store = await testStore();
     const dir = await mkdtemp(join(tmpdir(), "gatehouse-test-"));
     const fake = await startFakeAnthropic(options.fake);
-    const gh = new TestGatehouse(dir, fake, options);
+    const gh = new TestGatehouse(dir, fake, store, options);
     try {
       await gh.startControlPlane();
-      gh.agentToken = (await gh.cp.accounts.create("test-agent")).token;
+      gh.agentToken = (await gh.cp.accounts.create("test", "test-agent")).token;
       await gh.startAgent();
     } catch (error) {
       // A failed start must not leave servers holding the test process open.
@@ -186,6 +214,7 @@ export class TestGatehouse {
           },
           ...(this.options.connections ?? []),
         ],
+        store: this.store.config,
         http: { listen: this.httpListen },
         grpc: { listen: this.grpcListen, ...(this.options.grpcTls ? { tls: this.options.grpcTls } : {}) },
         ...this.options.controlPlane,
@@ -285,6 +314,7 @@ export class TestGatehouse {
     for (const agent of this.extraAgents) await agent.stop(1000);
     await this.agent?.stop(1000);
     await this.cp?.stop();
+    await this.store.drop();
     await this.fake.close();
     await rm(this.dir, { recursive: true, force: true });
   }

@@ -7,19 +7,20 @@
  * loopback port with its data in a temp dir, and `stop()` ends it and removes
  * the dir. The binary is `FERRETDB_BIN`, else `$(go env GOPATH)/bin/ferretdb`
  * (where `bash scripts/install-ferretdb.sh` puts it), else `ferretdb` on PATH.
- * Without any of them this throws: the MongoDB tests fail, never skip.
+ * Without any of them this throws: the MongoDB tests fail, never skip. A
+ * FerretDB still running when the process exits is killed and its data removed.
  *
  * @see https://docs.ferretdb.io/v1.24/configuration/flags/
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
+import { rmSync } from "node:fs";
 import { access, constants, mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { MongoClient } from "mongodb";
+import { unusedPort } from "./ports.js";
 
 export interface MongoServer {
   /** Connection string of the server. */
@@ -127,16 +128,6 @@ async function findFerretDb(): Promise<string> {
   );
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
-}
-
 async function startFerretDb(bin: string): Promise<MongoServer> {
   const dir = await mkdtemp(join(tmpdir(), "gatehouse-ferretdb-"));
   try {
@@ -144,7 +135,7 @@ async function startFerretDb(bin: string): Promise<MongoServer> {
     // in between; FerretDB then exits at once, and another port is tried.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await startFerretDbOn(bin, dir, await freePort());
+        return await startFerretDbOn(bin, dir, await unusedPort());
       } catch (error) {
         if (attempt >= 3 || !(error instanceof PortTaken)) throw error;
       }
@@ -209,6 +200,13 @@ async function startFerretDbOn(bin: string, dir: string, port: number): Promise<
     throw /address already in use/i.test(stderr) ? new PortTaken(message) : new Error(message);
   }
 
+  // A test file's process may end without stop() (a shared server, or --test-force-exit):
+  // FerretDB must not outlive it, nor its data stay behind.
+  const onExit = () => {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
   const names = databaseNamer();
   return {
     uri,
@@ -224,6 +222,7 @@ async function startFerretDbOn(bin: string, dir: string, port: number): Promise<
       }
     },
     stop: async () => {
+      process.off("exit", onExit);
       await stopChild(child, exited);
       await rm(dir, { recursive: true, force: true });
     },

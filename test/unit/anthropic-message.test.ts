@@ -192,6 +192,37 @@ describe("reassembleMessage", () => {
     assert.deepStrictEqual(message, await sdkFinalMessage(events));
   });
 
+  test("a tool_use block's fields named __proto__ or constructor are kept as fields", () => {
+    // Regression: a settled tool_use block was rebuilt by assignment, where `__proto__` set the
+    // prototype instead of a field, so that field of what upstream sent vanished from the record.
+    const start = JSON.stringify({
+      type: "content_block_start",
+      index: 0,
+      content_block: { type: "tool_use", id: "toolu_p", name: "now", input: {}, constructor: "c" },
+    }).replace(/}}$/, ',"__proto__":"p"}}');
+    const events = [
+      START,
+      { event: "content_block_start", data: start },
+      delta(0, { type: "input_json_delta", partial_json: '{"a":1}' }),
+      frame("content_block_stop", { index: 0 }),
+      stopDelta("tool_use"),
+      frame("message_stop"),
+    ];
+    const { message, complete } = reassembleMessage(events);
+    assert.equal(complete, true);
+    const [block] = blocks(message);
+    assert.ok(block);
+    assert.equal(Object.getPrototypeOf(block), Object.prototype);
+    assert.deepEqual(Object.entries(block), [
+      ["type", "tool_use"],
+      ["id", "toolu_p"],
+      ["name", "now"],
+      ["constructor", "c"],
+      ["__proto__", "p"],
+      ["input", { a: 1 }],
+    ]);
+  });
+
   test("a truncated stream is incomplete and keeps the blocks built so far", async () => {
     fake.reply({
       content: [

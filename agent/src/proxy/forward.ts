@@ -242,10 +242,11 @@ async function relayEvents(
     res.cork();
     try {
       for (const block of blocks) {
-        res.write(block.raw);
-        // Every block the client gets counts, events or not (comments, keep-alives).
+        // Recorded before it is sent: when recording fails, the client never sees an event
+        // the record lacks. Every block the client gets counts, events or not (comments, keep-alives).
         if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
         else recorder.sentBytes(block.raw.length);
+        res.write(block.raw);
       }
     } finally {
       res.uncork();

@@ -6,8 +6,12 @@
  * The path a client sends is checked twice. First its text: it must be a plain
  * absolute path, since the WHATWG URL parser reads `//host` and `/\host` as
  * another authority, resolves `.`/`..` segments (also percent-encoded, any
- * case), treats `\` as `/` and drops tabs and newlines. Then the resolved URL:
- * its origin must be the upstream's and its path must start with the base path.
+ * case), treats `\` as `/` and drops tabs and newlines. Servers behind the
+ * upstream may read more into a path than the URL parser does: servlet
+ * containers drop `;params` from a segment (`..;x` is `..` to them), and a
+ * server or gateway that decodes twice turns `%252e` into `.`; those are refused
+ * too. Then the resolved URL: its origin must be the upstream's and its path
+ * must start with the base path.
  *
  * @see https://url.spec.whatwg.org/#concept-basic-url-parser
  * @see https://www.rfc-editor.org/rfc/rfc3986#section-5.2.4 (remove_dot_segments)
@@ -24,11 +28,18 @@ export interface UpstreamTarget {
 
 /** `.` or `..`, where each dot may be written `%2e` or `%2E`. */
 const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i;
+/** Where a segment's path parameters begin (`;`, or `%3B` for a server that decodes first). */
+const SEGMENT_PARAMS = /;|%3b/i;
 /**
  * Encoded `/` or `\`: a server that decodes before routing would see a separator the
  * checks here did not, so `..%2f` could climb out of the base path over there.
  */
 const ENCODED_SEPARATOR = /%(?:2f|5c)/i;
+/**
+ * `.`, `/` or `\` encoded twice or more (`%252e`, `%25252e`): to a server that decodes once
+ * more than the URL parser does, it is a dot or a separator.
+ */
+const DOUBLE_ENCODED = /%25(?:25)*(?:2e|2f|5c)/i;
 /** Controls and spaces: the URL parser drops tabs and newlines, which could make `.\t.` a `..`. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this matches
 const CONTROL = /[\u0000-\u0020\u007f]/;
@@ -56,7 +67,11 @@ export function upstreamTarget(upstream: URL, path: string): UpstreamTarget {
   if (pathname.includes("\\")) throw invalid("must not contain a backslash");
   if (CONTROL.test(pathname)) throw invalid("must not contain spaces or control characters");
   if (ENCODED_SEPARATOR.test(pathname)) throw invalid("must not contain an encoded / or \\ (%2F, %5C)");
-  if (pathname.split("/").some((segment) => DOT_SEGMENT.test(segment))) {
+  if (DOUBLE_ENCODED.test(pathname)) {
+    throw invalid("must not contain a twice-encoded . / or \\ (%252E, %252F, %255C)");
+  }
+  // A segment is judged without its parameters: `..;x` is a `..` to a servlet container.
+  if (pathname.split("/").some((segment) => DOT_SEGMENT.test(segment.split(SEGMENT_PARAMS, 1)[0] ?? ""))) {
     throw invalid("must not contain . or .. segments");
   }
 

@@ -30,6 +30,24 @@ function revokedError(sessionId: string): GatehouseError {
   return new GatehouseError("GATE_TOKEN_REVOKED", `session ${sessionId} was closed; open a new session`);
 }
 
+/** One pushed token key, read as a JWK; jose checks the rest when a token is verified with it. */
+function tokenKey(key: { kid: string; jwkJson: string }): JWK {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(key.jwkJson);
+  } catch {
+    parsed = undefined;
+  }
+  const jwk = parsed as { kty?: unknown } | null | undefined;
+  if (typeof jwk !== "object" || jwk === null || Array.isArray(jwk) || typeof jwk.kty !== "string") {
+    throw new GatehouseError(
+      "GATE_CONFIG_INVALID",
+      `token key '${key.kid}' from the control plane is not a JWK; check the control plane's signing key file`,
+    );
+  }
+  return jwk as JWK;
+}
+
 /** `revoked` carries the ids of sessions whose tokens are refused from now on. */
 export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]] }> {
   private keySet: ReturnType<typeof createLocalJWKSet> | null = null;
@@ -42,10 +60,14 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
     super();
   }
 
-  /** Replaces the verification keys and revocations with the control plane's current set. */
+  /**
+   * Replaces the verification keys and revocations with the control plane's current set.
+   *
+   * @throws GatehouseError GATE_CONFIG_INVALID when a key is not a JWK; nothing is changed then.
+   */
   configure(config: Pick<AgentConfig__Output, "tokenKeys" | "revoked">): void {
-    const keys = config.tokenKeys.map((k) => JSON.parse(k.jwkJson) as JWK);
-    this.keySet = createLocalJWKSet({ keys });
+    const keySet = createLocalJWKSet({ keys: config.tokenKeys.map(tokenKey) });
+    this.keySet = keySet;
     // A key may have been withdrawn: tokens verified with it must be checked again.
     this.verified.clear();
     this.revoked.clear();

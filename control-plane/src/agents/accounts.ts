@@ -5,6 +5,7 @@
  */
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { v7 as uuidv7 } from "uuid";
+import type { AuditLog } from "../audit/log.js";
 import { AGENT_TOKEN_PREFIX, generateToken, hashToken } from "../identity/tokens.js";
 import type { AgentRecord, Store } from "../store/types.js";
 import type { AgentRegistry, LiveAgent } from "./registry.js";
@@ -19,6 +20,7 @@ export class AgentAccounts {
     private readonly deps: {
       store: Store;
       registry: AgentRegistry;
+      audit: AuditLog;
       /** Names of the configured connections: a scope may name only these. */
       connections: readonly string[];
       now: () => number;
@@ -27,9 +29,10 @@ export class AgentAccounts {
 
   /**
    * Creates an account whose agents may serve `connections` (default: every
-   * connection, including ones configured later).
+   * connection, including ones configured later). `actor` is who asked, for the audit log.
    */
   async create(
+    actor: string,
     name: string,
     connections: readonly string[] | null = null,
   ): Promise<{ agent: AgentRecord; token: string }> {
@@ -57,6 +60,7 @@ export class AgentAccounts {
       lastSeenAt: null,
       connections: scope,
     };
+    await this.deps.audit.record(actor, "agent.create", agent.id, { name, connections: scope });
     await this.deps.store.insertAgent(agent);
     return { agent, token };
   }
@@ -77,9 +81,13 @@ export class AgentAccounts {
     }));
   }
 
-  async revoke(id: string): Promise<AgentRecord> {
-    const agent = await this.deps.store.revokeAgent(id, this.deps.now());
-    if (!agent) throw new GatehouseError("GATE_NOT_FOUND", `agent '${id}' not found`);
+  /** Revokes an account; revoking it again changes nothing. `actor` is who asked. */
+  async revoke(actor: string, id: string): Promise<AgentRecord> {
+    const known = (await this.deps.store.listAgents()).find((a) => a.id === id);
+    if (!known) throw new GatehouseError("GATE_NOT_FOUND", `agent '${id}' not found`);
+    if (known.revokedAt === null)
+      await this.deps.audit.record(actor, "agent.revoke", id, { name: known.name });
+    const agent = (await this.deps.store.revokeAgent(id, this.deps.now())) ?? known;
     this.deps.registry.disconnect(id, "agent token revoked");
     return agent;
   }

@@ -4,6 +4,7 @@
  * and to push revocations to every agent at once.
  */
 import type { ControlMessage } from "@gatehouse/proto";
+import { inScope, servedScope } from "./scope.js";
 
 export interface LiveAgent {
   /** The agent account (token) the stream authenticated as. */
@@ -41,14 +42,12 @@ export class AgentRegistry {
     return [...this.live];
   }
 
-  serves(agent: LiveAgent, connection: string): boolean {
-    return agent.connections.length === 0 || agent.connections.includes(connection);
-  }
-
   /** Proxy URL for a connection, from the longest-connected agent that serves it. */
   proxyUrlFor(connection: string): string | null {
     for (const agent of this.live) {
-      if (this.serves(agent, connection)) return `${agent.proxyUrl.replace(/\/+$/, "")}/c/${connection}`;
+      if (inScope(servedScope(agent.connections), connection)) {
+        return `${agent.proxyUrl.replace(/\/+$/, "")}/c/${connection}`;
+      }
     }
     return null;
   }

@@ -25,6 +25,11 @@ export function servedConnections(scope: readonly string[] | null, asked: readon
   return scope === null ? [] : [...scope];
 }
 
+/** The connections a link serves (empty: every one, as in a hello) as a scope. */
+export function servedScope(served: readonly string[]): readonly string[] | null {
+  return served.length === 0 ? null : served;
+}
+
 /** The scope as a person reads it in a message. */
 export function describeScope(scope: readonly string[] | null): string {
   return scope === null ? "every connection" : scope.map((c) => `'${c}'`).join(", ");

@@ -10,6 +10,7 @@ import Koa, { type Context } from "koa";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { AgentAccounts } from "../agents/accounts.js";
+import type { AuditLog } from "../audit/log.js";
 import type { ApiKeyAuthenticator, Principal } from "../identity/principals.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
@@ -17,14 +18,24 @@ import type { SessionFeed } from "../sessions/feed.js";
 import { type SessionService, sessionStatus } from "../sessions/service.js";
 import { sessionSummary, sessionView } from "../sessions/view.js";
 import type { AgentRecord, StoredEvent } from "../store/types.js";
+import { iso, isoOrNull } from "../time.js";
 import { requireRole } from "./auth.js";
 import { errorMiddleware } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
-import { createAgentBody, eventsQuery, listSessionsQuery, openSessionBody, parse } from "./schemas.js";
+import {
+  createAgentBody,
+  eventsQuery,
+  listAuditQuery,
+  listSessionsQuery,
+  openSessionBody,
+  parse,
+  sessionQuery,
+} from "./schemas.js";
 
 export interface ApiDeps {
   sessions: SessionService;
   accounts: AgentAccounts;
+  audit: AuditLog;
   keys: SigningKeys;
   auth: ApiKeyAuthenticator;
   feed: SessionFeed;
@@ -56,9 +67,6 @@ function recordId(id: string | undefined, what: "session" | "agent"): string {
   );
 }
 
-const iso = (ms: number) => new Date(ms).toISOString();
-const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
-
 /** An agent account as the API shows it: no token hash, times as ISO 8601. */
 function agentJson(agent: Omit<AgentRecord, "tokenHash"> & { tokenHash?: string }) {
   return {
@@ -69,6 +77,14 @@ function agentJson(agent: Omit<AgentRecord, "tokenHash"> & { tokenHash?: string 
     lastSeenAt: isoOrNull(agent.lastSeenAt),
     connections: agent.connections,
   };
+}
+
+/** Error codes of a response cut short because its client went away (closed, reset, left mid-write). */
+const CLIENT_GONE = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ECONNRESET", "EPIPE"]);
+
+function clientWentAway(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CLIENT_GONE.has(code);
 }
 
 /** One NDJSON line of the raw event stream. */
@@ -120,7 +136,7 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = {
       id: opened.session.id,
       token: opened.token,
-      expiresAt: new Date(opened.session.expiresAt).toISOString(),
+      expiresAt: iso(opened.session.expiresAt),
       connection: opened.session.connection,
       proxyUrl: opened.proxyUrl,
     };
@@ -138,7 +154,12 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { items: page.items.map((s) => sessionSummary(s, at)), nextCursor: page.nextCursor };
   });
   router.get("/v1/sessions/:id", anyReader, async (ctx) => {
+    const q = parse(sessionQuery, ctx.query, "query");
     const session = await sessions.get(recordId(ctx.params.id, "session"));
+    if (q.view === "summary") {
+      ctx.body = sessionSummary(session, now());
+      return;
+    }
     const events: StoredEvent[] = [];
     let bodyBytes = 0;
     // A store may return short pages (it bounds the bytes it reads at once); only an empty page ends.
@@ -159,7 +180,8 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = sessionView(session, events, now());
   });
   router.delete("/v1/sessions/:id", admin, async (ctx) => {
-    ctx.body = sessionSummary(await sessions.close(recordId(ctx.params.id, "session")), now());
+    const principal = ctx.state.principal as Principal;
+    ctx.body = sessionSummary(await sessions.close(principal.id, recordId(ctx.params.id, "session")), now());
   });
   router.get("/v1/sessions/:id/events", anyReader, async (ctx) => {
     const q = parse(eventsQuery, ctx.query, "query");
@@ -176,7 +198,8 @@ export function createApi(deps: ApiDeps): Koa {
 
   router.post("/v1/agents", admin, async (ctx) => {
     const body = parse(createAgentBody, ctx.request.body, "agent request");
-    const { agent, token } = await accounts.create(body.name, body.connections ?? null);
+    const principal = ctx.state.principal as Principal;
+    const { agent, token } = await accounts.create(principal.id, body.name, body.connections ?? null);
     ctx.status = 201;
     ctx.body = { id: agent.id, name: agent.name, connections: agent.connections, token };
   });
@@ -189,9 +212,26 @@ export function createApi(deps: ApiDeps): Koa {
     };
   });
   router.delete("/v1/agents/:id", admin, async (ctx) => {
-    ctx.body = agentJson(await accounts.revoke(recordId(ctx.params.id, "agent")));
+    const principal = ctx.state.principal as Principal;
+    ctx.body = agentJson(await accounts.revoke(principal.id, recordId(ctx.params.id, "agent")));
   });
 
+  router.get("/v1/audit", anyReader, async (ctx) => {
+    const q = parse(listAuditQuery, ctx.query, "query");
+    const page = await deps.audit.list(q.limit, q.cursor);
+    ctx.body = {
+      items: page.items.map((e) => ({ ...e, at: iso(e.at) })),
+      nextCursor: page.nextCursor,
+    };
+  });
+
+  // What fails once a response has begun (a streamed body whose client left) reaches koa's
+  // "error" event, not errorMiddleware; koa's own handler would print it to stderr.
+  app.on("error", (error: unknown, ctx?: Context) => {
+    const fields = { err: error, method: ctx?.method, path: ctx?.path };
+    if (clientWentAway(error)) deps.logger.debug(fields, "client went away before the response was complete");
+    else deps.logger.error(fields, "response failed");
+  });
   app.use(async (ctx: Context, next) => {
     const stop = deps.metrics.httpRequests.startTimer({ method: ctx.method });
     try {

@@ -1,4 +1,5 @@
 /** Bearer API-key authentication and role checks for REST routes. */
+import { bearerToken } from "@gatehouse/proto/bearer";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import type { Context, Next } from "koa";
 import type { ApiKeyAuthenticator, Principal, Role } from "../identity/principals.js";
@@ -10,8 +11,7 @@ export interface AuthState {
 /** Requires a caller holding one of `roles`; puts it on `ctx.state.principal`. */
 export function requireRole(auth: ApiKeyAuthenticator, ...roles: Role[]) {
   return async (ctx: Context, next: Next) => {
-    const header = ctx.get("authorization");
-    const bearer = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    const bearer = bearerToken(ctx.get("authorization"));
     if (!bearer) {
       throw new GatehouseError(
         "GATE_UNAUTHENTICATED",

@@ -34,6 +34,17 @@ const sessionSummary = {
     createdAt: { type: "string", format: "date-time" },
     expiresAt: { type: "string", format: "date-time" },
     closedAt: { type: ["string", "null"], format: "date-time" },
+    seal: {
+      type: ["object", "null"],
+      description:
+        "Null until the session is closed. `jws` is a compact JWS (EdDSA, typ gatehouse-seal+jws) over `{sid, count, lastHash, sealedAt}`, verifiable with /v1/.well-known/jwks.json",
+      properties: {
+        count: { type: "integer", minimum: 0, description: "Events the seal covers" },
+        lastHash: { type: "string", description: "Hash of the last event it covers" },
+        sealedAt: { type: "string", format: "date-time" },
+        jws: { type: "string" },
+      },
+    },
   },
 };
 
@@ -135,20 +146,32 @@ export function openApiDocument(): object {
       },
       "/v1/sessions/{id}": {
         get: {
-          summary: "A session with its exchanges",
+          summary: "A session with its exchanges, or (view=summary) without them",
           security: bearer,
-          parameters: [sessionId],
+          parameters: [
+            sessionId,
+            {
+              name: "view",
+              in: "query",
+              schema: { enum: ["full", "summary"], default: "full" },
+              description:
+                "`summary`: the session and its seal only, read without reading its events (what a verifier needs beside /events)",
+            },
+          ],
           responses: {
             "200": {
-              description: "The session",
+              description: "The session; with view=summary, a SessionSummary (no `exchanges`)",
               ...json({
                 allOf: [
                   { $ref: "#/components/schemas/SessionSummary" },
                   {
                     type: "object",
                     properties: {
-                      seal: { type: ["object", "null"] },
-                      exchanges: { type: "array", items: { $ref: "#/components/schemas/Exchange" } },
+                      exchanges: {
+                        type: "array",
+                        items: { $ref: "#/components/schemas/Exchange" },
+                        description: "Absent with view=summary",
+                      },
                     },
                   },
                 ],
@@ -164,8 +187,8 @@ export function openApiDocument(): object {
           parameters: [sessionId],
           responses: {
             "200": {
-              description: "Closed (closing a closed session changes nothing)",
-              ...json(sessionSummary),
+              description: "Closed and sealed (closing a closed session changes nothing)",
+              ...json({ $ref: "#/components/schemas/SessionSummary" }),
             },
             ...errors,
             ...notFound("session"),
@@ -231,6 +254,55 @@ export function openApiDocument(): object {
           security: bearer,
           parameters: [agentId],
           responses: { "200": { description: "Revoked" }, ...errors, ...notFound("agent") },
+        },
+      },
+      "/v1/audit": {
+        get: {
+          summary:
+            "The audit log, newest first: who changed what (agent accounts, session closes, retention purges)",
+          security: bearer,
+          parameters: [
+            {
+              name: "limit",
+              in: "query",
+              schema: { type: "integer", minimum: 1, maximum: 500, default: 100 },
+            },
+            {
+              name: "cursor",
+              in: "query",
+              schema: { type: "string" },
+              description: "`nextCursor` of the previous page",
+            },
+          ],
+          responses: {
+            "200": {
+              description: "A page of entries",
+              ...json({
+                type: "object",
+                properties: {
+                  items: {
+                    type: "array",
+                    items: {
+                      type: "object",
+                      properties: {
+                        id: { type: "string" },
+                        at: { type: "string", format: "date-time" },
+                        actor: {
+                          type: "string",
+                          description: "API key id, or `system` for the control plane itself",
+                        },
+                        action: { enum: ["agent.create", "agent.revoke", "session.close", "sessions.purge"] },
+                        target: { type: ["string", "null"] },
+                        details: { type: "object" },
+                      },
+                    },
+                  },
+                  nextCursor: { type: ["string", "null"] },
+                },
+              }),
+            },
+            ...errors,
+          },
         },
       },
       "/v1/openapi.json": {

@@ -25,6 +25,16 @@ export const listSessionsQuery = z.strictObject({
   cursor: z.string().optional(),
 });
 
+export const listAuditQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  cursor: z.string().optional(),
+});
+
+export const sessionQuery = z.strictObject({
+  /** `summary`: the session without its exchanges, read without reading its events. */
+  view: z.enum(["full", "summary"]).default("full"),
+});
+
 export const eventsQuery = z.strictObject({
   /** Only events with a greater sequence number. */
   after: z.coerce.number().int().min(0).default(0),

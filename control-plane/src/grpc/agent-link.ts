@@ -8,6 +8,7 @@
 import { readFile } from "node:fs/promises";
 import type { AgentConfig, AgentMessage__Output, ControlMessage, RevokedSession } from "@gatehouse/proto";
 import { loadAgentLink } from "@gatehouse/proto";
+import { bearerToken } from "@gatehouse/proto/bearer";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -131,8 +132,7 @@ export async function listenAgentLink(
 }
 
 async function authenticate(deps: AgentLinkDeps, metadata: grpc.Metadata): Promise<AgentRecord> {
-  const header = metadata.get("authorization")[0];
-  const token = typeof header === "string" ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
+  const token = bearerToken(metadata.get("authorization")[0]);
   if (!token) {
     throw new GatehouseError(
       "GATE_UNAUTHENTICATED",

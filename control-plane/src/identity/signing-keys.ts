@@ -6,11 +6,12 @@
  * @see https://www.rfc-editor.org/rfc/rfc8037 (EdDSA in JOSE)
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { SESSION_TOKEN } from "@gatehouse/proto/session-token";
 import { CompactSign, type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
+import type { Logger } from "pino";
 
 /** Claims of a session token besides iss/aud/iat. */
 export interface SessionTokenClaims {
@@ -91,6 +92,19 @@ async function createKeyFile(path: string): Promise<FileJwk[]> {
   }
 }
 
+/**
+ * Anyone who can read the private key can sign tokens and seals as this control plane.
+ * Starting anyway keeps a running deployment up; the warning says what to fix.
+ */
+async function warnIfShared(path: string, logger: Pick<Logger, "warn">): Promise<void> {
+  const mode = (await stat(path)).mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  logger.warn(
+    { keyFile: path, mode: `0${mode.toString(8)}` },
+    "the signing key file is open to group or others: whoever can read it can forge session tokens and seals; chmod 600 it",
+  );
+}
+
 export class SigningKeys {
   private constructor(
     private readonly signing: ActiveKey,
@@ -100,10 +114,12 @@ export class SigningKeys {
   /**
    * Loads the keys from `keyFile`, creating it with a new key on first start.
    * Only this file is trusted: the store, which whoever can write records can
-   * also write, holds no keys, so it cannot slip in one of its own.
+   * also write, holds no keys, so it cannot slip in one of its own. A key file
+   * that group or others may read is used, with a warning on `logger`.
    */
-  static async load(keyFile: string): Promise<SigningKeys> {
+  static async load(keyFile: string, logger: Pick<Logger, "warn">): Promise<SigningKeys> {
     const keys = (await readKeyFile(keyFile)) ?? (await createKeyFile(keyFile));
+    await warnIfShared(keyFile, logger);
     const signing = keys.find((k) => typeof k.d === "string") as FileJwk;
     const publicJwks = keys.map(({ d: _d, ...key }) => ({ ...key, alg: "EdDSA", use: "sig" }));
     const privateKey = (await importJWK({ ...signing, alg: "EdDSA" })) as CryptoKey;

@@ -108,8 +108,9 @@ export function reassembleMessage(events: Iterable<StreamedEvent>): ReassembledM
     } catch {
       return false;
     }
-    const settled: JsonObject = {};
-    for (const [key, value] of Object.entries(block)) if (key !== "input") settled[key] = value;
+    // Built from entries, whose keys become data properties: a field named `__proto__` stays a
+    // field (assigned to a plain object, it would set the prototype and vanish).
+    const settled: JsonObject = Object.fromEntries(Object.entries(block).filter(([key]) => key !== "input"));
     settled.input = input;
     content[position] = settled;
     return true;

@@ -6,6 +6,7 @@
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { v7 as uuidv7 } from "uuid";
 import type { AgentRegistry } from "../agents/registry.js";
+import type { AuditLog } from "../audit/log.js";
 import type { ConnectionConfig } from "../config.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type {
@@ -53,6 +54,7 @@ export class SessionService {
       keys: SigningKeys;
       agents: AgentRegistry;
       feed: SessionFeed;
+      audit: AuditLog;
       connections: readonly ConnectionConfig[];
       limits: SessionLimits;
       now: () => number;
@@ -111,11 +113,13 @@ export class SessionService {
    * (agents that connect later learn it in their welcome), and its record is sealed.
    * Closing a closed session changes nothing.
    */
-  async close(id: string): Promise<SessionRecord> {
+  /** Closes a session (revoking its token at every agent) and seals it; `actor` is who asked. */
+  async close(actor: string, id: string): Promise<SessionRecord> {
     const { store, agents, now } = this.deps;
     const before = await this.get(id);
     // Closing again completes a seal that an earlier close or ingest could not write.
     if (before.closedAt !== null) return this.sealIfBehind(before);
+    await this.deps.audit.record(actor, "session.close", id, { connection: before.connection });
     const closed = await store.closeSession(id, now());
     if (!closed) throw new GatehouseError("GATE_NOT_FOUND", `session '${id}' not found`);
     if (closed.expiresAt > (closed.closedAt ?? 0)) {

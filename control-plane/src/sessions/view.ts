@@ -4,6 +4,7 @@
  * streamed Anthropic response reassembled into its final message).
  */
 import type { SessionRecord, StoredEvent } from "../store/types.js";
+import { iso, isoMicros, isoOrNull } from "../time.js";
 import { reassembleMessage } from "./anthropic-message.js";
 import { sessionStatus } from "./service.js";
 
@@ -35,6 +36,10 @@ export interface ExchangeView {
   } | null;
 }
 
+/**
+ * A session without its exchanges: what lists show, and all that a verifier
+ * needs besides the event stream (the seal).
+ */
 export interface SessionSummary {
   id: string;
   connection: string;
@@ -44,15 +49,13 @@ export interface SessionSummary {
   createdAt: string;
   expiresAt: string;
   closedAt: string | null;
+  /** The signed count and last hash of the record; null until the session is closed. */
+  seal: { count: number; lastHash: string; sealedAt: string; jws: string } | null;
 }
 
 export interface SessionView extends SessionSummary {
-  seal: { count: number; lastHash: string; sealedAt: string; jws: string } | null;
   exchanges: ExchangeView[];
 }
-
-const iso = (ms: number) => new Date(ms).toISOString();
-const isoMicros = (us: number) => iso(Math.floor(us / 1000));
 
 export function sessionSummary(session: SessionRecord, now: number): SessionSummary {
   return {
@@ -63,17 +66,25 @@ export function sessionSummary(session: SessionRecord, now: number): SessionSumm
     status: sessionStatus(session, now),
     createdAt: iso(session.createdAt),
     expiresAt: iso(session.expiresAt),
-    closedAt: session.closedAt === null ? null : iso(session.closedAt),
+    closedAt: isoOrNull(session.closedAt),
+    seal: session.seal && { ...session.seal, sealedAt: iso(session.seal.sealedAt) },
   };
 }
 
+/**
+ * Recorded header pairs as one object, repeated names joined. Header names are
+ * whatever a client or upstream sent, `__proto__` and `constructor` included: an
+ * object without a prototype keeps every one of them as an ordinary key (on a
+ * plain `{}`, `__proto__` would set the prototype and vanish from the JSON).
+ */
 function headerObject(pairs: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null);
   if (!Array.isArray(pairs)) return out;
   for (const pair of pairs) {
     if (!Array.isArray(pair)) continue;
     const [name, value] = pair as [string, string];
-    out[name] = name in out ? `${out[name]}, ${value}` : value;
+    const earlier = out[name];
+    out[name] = earlier === undefined ? value : `${earlier}, ${value}`;
   }
   return out;
 }
@@ -178,7 +189,6 @@ export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
 export function sessionView(session: SessionRecord, events: Iterable<StoredEvent>, now: number): SessionView {
   return {
     ...sessionSummary(session, now),
-    seal: session.seal && { ...session.seal, sealedAt: iso(session.seal.sealedAt) },
     exchanges: exchangeViews(events),
   };
 }

@@ -1,4 +1,5 @@
 import { GatehouseError } from "@gatehouse/proto/errors";
+import type { Page } from "./types.js";
 
 /**
  * Where a newest-first listing stopped: the sort key of the last item it
@@ -62,3 +63,24 @@ export function pageLimit(limit: number): number {
   }
   return Math.min(limit, MAX_PAGE);
 }
+
+/**
+ * A page from `items`, read with `limit + 1` so that whether more follow is
+ * known without another query; the cursor is the key of the page's last item.
+ */
+export function keysetPage<T>(items: T[], limit: number, keyOf: (item: T) => KeysetCursor): Page<T> {
+  const page = items.slice(0, limit);
+  const last = page.at(-1);
+  return {
+    items: page,
+    nextCursor: items.length > limit && last !== undefined ? encodeKeysetCursor(keyOf(last)) : null,
+  };
+}
+
+/** The key sessions are listed by. */
+export const sessionKey = (s: { createdAt: number; id: string }): KeysetCursor => ({
+  time: s.createdAt,
+  id: s.id,
+});
+/** The key audit entries are listed by. */
+export const auditKey = (e: { at: number; id: string }): KeysetCursor => ({ time: e.at, id: e.id });

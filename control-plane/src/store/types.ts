@@ -163,6 +163,8 @@ export interface AuditFilter {
 export interface PurgeResult {
   sessions: number;
   events: number;
+  /** The ids of the sessions removed, for the audit log. */
+  ids: string[];
 }
 
 export interface Store {

@@ -10,6 +10,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Connection__Output } from "@gatehouse/proto";
+import { bearerToken } from "@gatehouse/proto/bearer";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import { clientGone, readBody } from "../body.js";
 import { type ErrorPresenter, forward, halt, refuse } from "../forward.js";
@@ -58,7 +59,7 @@ export function exchangeKind(method: string, path: string): string {
 
 /** The session token: `Authorization: Bearer` (ANTHROPIC_AUTH_TOKEN) or `x-api-key` (ANTHROPIC_API_KEY). */
 function sessionToken(req: IncomingMessage): string | null {
-  const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+  const bearer = bearerToken(req.headers.authorization);
   if (bearer) return bearer;
   const key = req.headers["x-api-key"];
   return typeof key === "string" && key.length > 0 ? key : null;
@@ -152,10 +153,11 @@ async function exchange(
     target = asGatehouseError(error);
   }
   const recordedPath = target instanceof GatehouseError ? path : target.path;
+  const kind = exchangeKind(method, recordedPath);
   const clientHeaders = endToEnd(req.headers);
   recorder.requestHead({
     connection: connection.name,
-    kind: exchangeKind(method, recordedPath),
+    kind,
     method,
     path: recordedPath,
     headers: recordable(clientHeaders),
@@ -179,7 +181,6 @@ async function exchange(
     return refuse(res, recorder, anthropicErrors, target, "OUTCOME_REFUSED");
   }
 
-  const kind = exchangeKind(method, target.path);
   if (kind === "anthropic.messages" || kind === "anthropic.count_tokens") {
     try {
       JSON.parse(body.toString("utf8"));

@@ -25,7 +25,7 @@ import {
   ObjectId,
 } from "mongodb";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
-import { decodeKeysetCursor, encodeKeysetCursor, pageLimit } from "../cursor.js";
+import { auditKey, decodeKeysetCursor, keysetPage, pageLimit, sessionKey } from "../cursor.js";
 import { auditDetailsJson, eventAttrsJson, purgeLimit } from "../records.js";
 import type {
   AgentRecord,
@@ -60,7 +60,7 @@ import {
   type SessionDocument,
 } from "./schema.js";
 import { SessionQueue } from "./session-queue.js";
-import { redactMongoUri, scrubSecrets } from "./uri.js";
+import { redactMongoUri, scrubSecrets, uriOption } from "./uri.js";
 
 /** Options of {@link MongoStore.open}. */
 export interface MongoStoreOptions {
@@ -70,7 +70,8 @@ export interface MongoStoreOptions {
   database: string;
   /**
    * How long an operation waits for a usable server before failing with
-   * GATE_STORE_UNAVAILABLE, at open and afterwards. Default 10 000.
+   * GATE_STORE_UNAVAILABLE, at open and afterwards. Default: the connection
+   * string's `serverSelectionTimeoutMS`, else 10 000.
    */
   serverSelectionTimeoutMs?: number;
 }
@@ -167,7 +168,10 @@ export class MongoStore implements Store {
   static async open(options: MongoStoreOptions): Promise<MongoStore> {
     const { uri, database } = options;
     const location = redactMongoUri(uri);
-    const timeoutMs = options.serverSelectionTimeoutMs ?? DEFAULT_SERVER_SELECTION_TIMEOUT_MS;
+    const fromUri = uriOption(uri, "serverSelectionTimeoutMS");
+    const timeoutMs =
+      options.serverSelectionTimeoutMs ??
+      (fromUri === undefined ? DEFAULT_SERVER_SELECTION_TIMEOUT_MS : Number(fromUri));
     if (!/^[A-Za-z0-9_-]{1,63}$/.test(database)) {
       throw new GatehouseError(
         "GATE_CONFIG_INVALID",
@@ -259,15 +263,7 @@ export class MongoStore implements Store {
       const docs = await this.#sessions()
         .find(query, { sort, limit: limit + 1, hint })
         .toArray();
-      const items = docs.slice(0, limit).map(sessionFromDocument);
-      const last = items.at(-1);
-      return {
-        items,
-        nextCursor:
-          docs.length > limit && last !== undefined
-            ? encodeKeysetCursor({ time: last.createdAt, id: last.id })
-            : null,
-      };
+      return keysetPage(docs.map(sessionFromDocument), limit, sessionKey);
     });
   }
 
@@ -647,7 +643,7 @@ export class MongoStore implements Store {
         .find(query, { sort: { at: -1, _id: -1 }, limit: limit + 1, hint: INDEX.auditByTime })
         .toArray(),
     );
-    const items = docs.slice(0, limit).map(
+    const items = docs.map(
       (doc): AuditRecord => ({
         id: doc._id,
         at: doc.at,
@@ -657,12 +653,7 @@ export class MongoStore implements Store {
         details: JSON.parse(doc.details) as Record<string, unknown>,
       }),
     );
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor:
-        docs.length > limit && last !== undefined ? encodeKeysetCursor({ time: last.at, id: last.id }) : null,
-    };
+    return keysetPage(items, limit, auditKey);
   }
 
   /**
@@ -681,14 +672,16 @@ export class MongoStore implements Store {
           )
           .toArray()
       ).map((doc) => doc._id);
-      if (ids.length === 0) return { sessions: 0, events: 0 };
+      if (ids.length === 0) return { sessions: 0, events: 0, ids };
       await this.#chunks().deleteMany({ sessionId: { $in: ids } }, { hint: INDEX.chunksBySession });
       const events = await this.#events().deleteMany(
         { sessionId: { $in: ids } },
         { hint: INDEX.eventsBySeq },
       );
       const sessions = await this.#sessions().deleteMany({ _id: { $in: ids }, closed: true });
-      return { sessions: sessions.deletedCount, events: events.deletedCount };
+      // Another replica purging at the same time may have taken some of them; they are
+      // listed by both, which the audit log can bear better than a gap.
+      return { sessions: sessions.deletedCount, events: events.deletedCount, ids };
     });
   }
 

@@ -71,6 +71,19 @@ function redactOptions(rest: string): string {
   return `${rest.slice(0, question + 1)}${options.join("&")}`;
 }
 
+/** The value of a query option of the connection string (names compare case-insensitively), if given. */
+export function uriOption(uri: string, name: string): string | undefined {
+  const { rest } = split(uri);
+  const question = rest.indexOf("?");
+  if (question < 0) return undefined;
+  for (const pair of rest.slice(question + 1).split("&")) {
+    const equals = pair.indexOf("=");
+    if (equals >= 0 && pair.slice(0, equals).toLowerCase() === name.toLowerCase())
+      return pair.slice(equals + 1);
+  }
+  return undefined;
+}
+
 /** The secret parts of a connection string, as written and percent-decoded. */
 function secretsOf(uri: string): string[] {
   const { userinfo, rest } = split(uri);

@@ -12,7 +12,7 @@ import { dirname, resolve } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
-import { decodeKeysetCursor, encodeKeysetCursor, MAX_PAGE, pageLimit } from "../cursor.js";
+import { auditKey, decodeKeysetCursor, keysetPage, MAX_PAGE, pageLimit, sessionKey } from "../cursor.js";
 import { auditDetailsJson, eventAttrsJson, purgeLimit } from "../records.js";
 import type {
   AgentRecord,
@@ -299,15 +299,7 @@ export class SqliteStore implements Store {
       (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
       " ORDER BY created_at DESC, id DESC LIMIT ?";
     const rows = this.#run("listing sessions", () => this.#statement(sql).all(params) as SessionRow[]);
-    const items = rows.slice(0, limit).map(sessionFromRow);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor:
-        rows.length > limit && last !== undefined
-          ? encodeKeysetCursor({ time: last.createdAt, id: last.id })
-          : null,
-    };
+    return keysetPage(rows.map(sessionFromRow), limit, sessionKey);
   }
 
   async closeSession(id: string, closedAt: number): Promise<SessionRecord | null> {
@@ -566,13 +558,7 @@ export class SqliteStore implements Store {
                 " WHERE (at, id) < (?, ?) ORDER BY at DESC, id DESC LIMIT ?",
             ).all([after.time, after.id, limit + 1])) as AuditRow[],
     );
-    const items = rows.slice(0, limit).map(auditFromRow);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor:
-        rows.length > limit && last !== undefined ? encodeKeysetCursor({ time: last.at, id: last.id }) : null,
-    };
+    return keysetPage(rows.map(auditFromRow), limit, auditKey);
   }
 
   /**
@@ -589,10 +575,12 @@ export class SqliteStore implements Store {
       ).map((row) => row.id);
       const dropEvents = this.#statement("DELETE FROM events WHERE session_id = ?");
       const dropSession = this.#statement("DELETE FROM sessions WHERE id = ? AND closed_at IS NOT NULL");
-      const result: PurgeResult = { sessions: 0, events: 0 };
+      const result: PurgeResult = { sessions: 0, events: 0, ids: [] };
       for (const id of ids) {
         result.events += dropEvents.run([id]).changes;
-        result.sessions += dropSession.run([id]).changes;
+        if (dropSession.run([id]).changes === 0) continue;
+        result.sessions += 1;
+        result.ids.push(id);
       }
       return result;
     });
