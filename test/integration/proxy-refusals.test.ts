@@ -10,7 +10,6 @@ import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
 import { generateKeyPair, SignJWT } from "jose";
 import { TestGatehouse } from "../support/gatehouse.js";
-import { unusedPort } from "../support/ports.js";
 
 const request = {
   model: "claude-sonnet-4-6",
@@ -51,7 +50,9 @@ describe("agent refusals and failures", () => {
         {
           name: "down",
           type: "anthropic",
-          upstream: `http://127.0.0.1:${await unusedPort()}`,
+          // Port 1: nothing listens there. A port bound and released by the test could be
+          // taken meanwhile by a server of another test file (FerretDB, say), which answers.
+          upstream: "http://127.0.0.1:1",
           credential: { env: "GATEHOUSE_TEST_UPSTREAM_KEY" },
         },
         {

@@ -14,13 +14,14 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { rmSync } from "node:fs";
 import { access, constants, mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { MongoClient } from "mongodb";
-import { unusedPort } from "./ports.js";
 
 export interface MongoServer {
   /** Connection string of the server. */
@@ -128,6 +129,17 @@ async function findFerretDb(): Promise<string> {
   );
 }
 
+/** A loopback port nothing listens on right now: bound and released at once. */
+async function unusedPort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
 async function startFerretDb(bin: string): Promise<MongoServer> {
   const dir = await mkdtemp(join(tmpdir(), "gatehouse-ferretdb-"));
   try {
@@ -207,6 +219,10 @@ async function startFerretDbOn(bin: string, dir: string, port: number): Promise<
     rmSync(dir, { recursive: true, force: true });
   };
   process.once("exit", onExit);
+  // Nor may it keep the process alive once the tests are done: a test file whose
+  // harnesses share it never calls stop(), and ends when its tests do.
+  child.unref();
+  (child.stderr as Socket | null)?.unref();
   const names = databaseNamer();
   return {
     uri,

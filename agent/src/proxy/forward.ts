@@ -114,11 +114,24 @@ function upstreamError(error: unknown, up: ForwardRequest): GatehouseError {
   if (error instanceof GatehouseError) return error;
   const timeout = timeoutError(error, { url: up.target, idleTimeoutMs: up.idleTimeoutMs });
   if (timeout) return timeout;
-  const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
+  const code = systemCode(error);
   return new GatehouseError(
     "GATE_UPSTREAM_UNREACHABLE",
     `upstream ${up.target.origin} unreachable${code ? ` (${code})` : ""}; check the connection's upstream URL and the agent's network`,
     { cause: error },
+  );
+}
+
+/**
+ * The first `code` (ECONNREFUSED, UND_ERR_SOCKET…) on an error, its causes, or
+ * the attempts of an AggregateError (a connect that tried several addresses).
+ */
+function systemCode(error: unknown, depth = 0): string | undefined {
+  if (typeof error !== "object" || error === null || depth > 4) return undefined;
+  const { code, cause, errors } = error as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof code === "string") return code;
+  return (
+    systemCode(cause, depth + 1) ?? (Array.isArray(errors) ? systemCode(errors[0], depth + 1) : undefined)
   );
 }
 
