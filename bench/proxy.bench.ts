@@ -10,7 +10,6 @@
  */
 import { arch, availableParallelism, cpus, loadavg, platform, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { AGENT_NODE_OPTIONS } from "@gatehouse/agent/config.js";
 import { Pool } from "undici";
 import {
@@ -25,6 +24,7 @@ import {
   type SessionGrant,
   type UpstreamInfo,
 } from "./child.js";
+import { positiveInt, readFlags } from "./flags.js";
 
 // ---------------------------------------------------------------- settings
 
@@ -53,38 +53,6 @@ const FLAGS = {
   },
   timeout: { default: "600", help: "give up (exit 1) after this many seconds" },
 } as const;
-type Flag = keyof typeof FLAGS;
-
-function readSettings(): Record<Flag, string> {
-  const { values } = parseArgs({
-    options: {
-      ...Object.fromEntries(Object.keys(FLAGS).map((name) => [name, { type: "string" as const }])),
-      help: { type: "boolean" },
-    },
-  });
-  if (values.help) {
-    process.stdout.write("npm run bench -- [flags]; each flag may also be set as BENCH_<FLAG_IN_CAPS>\n");
-    for (const [name, flag] of Object.entries(FLAGS)) {
-      process.stdout.write(`  --${name.padEnd(20)} ${flag.help} (default ${JSON.stringify(flag.default)})\n`);
-    }
-    process.exit(0);
-  }
-  const settings = {} as Record<Flag, string>;
-  for (const name of Object.keys(FLAGS) as Flag[]) {
-    const env = process.env[`BENCH_${name.toUpperCase().replaceAll("-", "_")}`];
-    const given = (values as Record<string, string | boolean | undefined>)[name];
-    settings[name] = (typeof given === "string" ? given : undefined) ?? env ?? FLAGS[name].default;
-  }
-  return settings;
-}
-
-function count(settings: Record<Flag, string>, name: Flag): number {
-  const value = Number(settings[name]);
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new Error(`--${name} must be a positive integer; got ${JSON.stringify(settings[name])}`);
-  }
-  return value;
-}
 
 interface Settings {
   sequential: number;
@@ -621,23 +589,23 @@ function report(r: Result, s: Settings): string[] {
 // ---------------------------------------------------------------- run
 
 async function main(): Promise<number> {
-  const settings = readSettings();
-  const deltas = count(settings, "deltas");
+  const settings = readFlags("npm run bench", FLAGS);
+  const deltas = positiveInt(settings, "deltas");
   const s: Settings = {
-    sequential: count(settings, "sequential"),
-    streams: count(settings, "streams"),
-    blocks: count(settings, "blocks"),
-    warmup: count(settings, "warmup"),
-    concurrency: count(settings, "concurrency"),
-    throughputRequests: count(settings, "throughput-requests"),
-    rounds: count(settings, "rounds"),
+    sequential: positiveInt(settings, "sequential"),
+    streams: positiveInt(settings, "streams"),
+    blocks: positiveInt(settings, "blocks"),
+    warmup: positiveInt(settings, "warmup"),
+    concurrency: positiveInt(settings, "concurrency"),
+    throughputRequests: positiveInt(settings, "throughput-requests"),
+    rounds: positiveInt(settings, "rounds"),
     deltas,
-    openStreams: count(settings, "open-streams"),
-    promptBytes: count(settings, "prompt-bytes"),
+    openStreams: positiveInt(settings, "open-streams"),
+    promptBytes: positiveInt(settings, "prompt-bytes"),
     // message_start, content_block_start, ping, then half the deltas.
     holdAfter: 3 + Math.floor(deltas / 2),
   };
-  const timeoutS = count(settings, "timeout");
+  const timeoutS = positiveInt(settings, "timeout");
   const gatewayNodeArgs = settings["gateway-node-args"].split(/\s+/).filter(Boolean);
   const layouts = settings.layouts.split(",").map((l) => l.trim());
   for (const layout of layouts) {

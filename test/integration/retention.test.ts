@@ -4,9 +4,15 @@
  * events, keeps everything else, and says what it removed in the audit log.
  */
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { AuditLog } from "@gatehouse/control-plane/audit/log.js";
+import { RetentionJob } from "@gatehouse/control-plane/sessions/retention.js";
+import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
 import type { OpenedSession } from "@gatehouse/sdk";
-import { TestGatehouse } from "../support/gatehouse.js";
+import { LogCapture, TestGatehouse } from "../support/gatehouse.js";
 
 const DAY = 86_400_000;
 
@@ -71,5 +77,51 @@ describe("retention", { timeout: 60_000 }, () => {
     assert.deepEqual(entry?.details.sessions, [old.id]);
     assert.ok((entry?.details.events ?? 0) > 0, "the events removed are counted");
     assert.match(entry?.details.reason ?? "", /retention\.closedSessionsDays/);
+  });
+});
+
+describe("retention when the audit log cannot be written", () => {
+  test("what was purged is logged in full, and purging stops instead of going on unaudited", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "gatehouse-retention-"));
+    const store = await SqliteStore.open({ path: join(dir, "gatehouse.db") });
+    const logs = new LogCapture();
+    try {
+      const session = (id: string, closedAt: number) => ({
+        id,
+        connection: "claude",
+        subject: { kind: "api-key" as const, id: "k", claims: {} },
+        labels: {},
+        createdAt: closedAt - DAY,
+        expiresAt: closedAt + DAY,
+        closedAt,
+        seal: null,
+      });
+      const ids = Array.from({ length: 3 }, (_, i) => `0190000${i}-0000-7000-8000-000000000000`);
+      for (const id of ids) await store.insertSession(session(id, DAY));
+      const failing = new AuditLog({
+        store: {
+          appendAudit: () => Promise.reject(new Error("disk full")),
+          listAudit: (filter) => store.listAudit(filter),
+        },
+        now: () => 100 * DAY,
+      });
+      const job = new RetentionJob({
+        store,
+        audit: failing,
+        keepMs: DAY,
+        intervalMs: DAY,
+        now: () => 100 * DAY,
+        logger: logs.log("cp.retention"),
+      });
+      await assert.rejects(job.purge(), /disk full/);
+      const entry = await logs.waitFor(
+        (e) => e.msg === "purged sessions could not be written to the audit log",
+      );
+      assert.deepEqual([...(entry.sessions as string[])].sort(), ids);
+      assert.equal(entry.level, 50, "logged as an error");
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -66,12 +66,20 @@ export class RetentionJob {
     for (;;) {
       const removed = await store.purgeClosedSessions(closedBefore, PURGE_BATCH);
       if (removed.sessions === 0) break;
-      await audit.record(SYSTEM_ACTOR, "sessions.purge", null, {
+      const details = {
         reason: `closed more than ${keepMs / 86_400_000} days ago (retention.closedSessionsDays)`,
         closedBefore: new Date(closedBefore).toISOString(),
         sessions: removed.ids,
         events: removed.events,
-      });
+      };
+      try {
+        await audit.record(SYSTEM_ACTOR, "sessions.purge", null, details);
+      } catch (error) {
+        // The sessions are gone already: what went is logged in full, so that it is
+        // not lost with the entry, and purging stops until the store takes writes again.
+        logger.error({ err: error, ...details }, "purged sessions could not be written to the audit log");
+        throw error;
+      }
       run.sessions += removed.sessions;
       run.events += removed.events;
     }
