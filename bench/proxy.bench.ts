@@ -24,7 +24,7 @@ import {
   type SessionGrant,
   type UpstreamInfo,
 } from "./child.js";
-import { positiveInt, readFlags } from "./flags.js";
+import { positiveInt, readFlags, table } from "./cli.js";
 
 // ---------------------------------------------------------------- settings
 
@@ -473,23 +473,6 @@ const ms = (value: number) => `${value.toFixed(2)} ms`;
 const added = (value: number) => `${value >= 0 ? "+" : "−"}${Math.abs(value).toFixed(2)} ms`;
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 const verdict = (met: boolean) => (met ? "met" : "MISSED");
-
-function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const row of rows) {
-    row.forEach((cell, i) => {
-      widths[i] = Math.max(widths[i] ?? 0, cell.length);
-    });
-  }
-  const line = (row: string[]) =>
-    row
-      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
-      .join("  ")
-      .trimEnd();
-  const rule = widths.map((w) => "-".repeat(w)).join("  ");
-  const [head, ...body] = rows;
-  return [line(head ?? []), rule, ...body.map(line)].join("\n");
-}
 
 function report(r: Result, s: Settings): string[] {
   const p = percentile;

@@ -30,7 +30,7 @@ import type {
 import { MongoClient } from "mongodb";
 import type * as MongoServerModule from "../test/support/mongo-server.js";
 import { cpuMillis, machineBusyMillis } from "./child.js";
-import { positiveInt, readFlags } from "./flags.js";
+import { positiveInt, readFlags, table } from "./cli.js";
 
 // ---------------------------------------------------------------- settings
 
@@ -745,22 +745,6 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const latency = (value: number) =>
   value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : value.toFixed(0);
 const thousands = (value: number) => Math.round(value).toLocaleString("en-US");
-
-function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const row of rows) {
-    row.forEach((cell, i) => {
-      widths[i] = Math.max(widths[i] ?? 0, cell.length);
-    });
-  }
-  const line = (row: string[]) =>
-    row
-      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
-      .join("  ")
-      .trimEnd();
-  const [head, ...body] = rows;
-  return [line(head ?? []), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
-}
 
 /** p95 target of a listing page, in ms. */
 const LIST_P95_MS = 50;

@@ -1,6 +1,7 @@
 /**
- * Command-line flags of the benchmarks: `--name value`, or `BENCH_<NAME>` in
- * the environment (dashes as underscores), or the default; `--help` lists them.
+ * What the benchmarks share: command-line flags (`--name value`, or
+ * `BENCH_<NAME>` in the environment with dashes as underscores, or the
+ * default; `--help` lists them) and the plain-text table of their reports.
  */
 import { parseArgs } from "node:util";
 
@@ -44,4 +45,21 @@ export function positiveInt<F extends string>(settings: Record<F, string>, name:
     throw new Error(`--${name} must be a positive integer; got ${JSON.stringify(settings[name])}`);
   }
   return value;
+}
+
+/** Rows as columns padded to their widest cell, the first row a heading ruled off below. */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length);
+    });
+  }
+  const line = (row: string[]) =>
+    row
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd();
+  const [head, ...body] = rows;
+  return [line(head ?? []), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
