@@ -59,17 +59,28 @@ export interface RunningControlPlane {
 
 export async function startControlPlane(deps: ControlPlaneDeps): Promise<RunningControlPlane> {
   const store = await openStore(deps.config.store, deps.dataDir);
+  // What has started so far, to be stopped in reverse if a later step fails (a bad key
+  // file, a port in use): nothing may be left holding the process open.
+  const undo: Array<() => unknown> = [() => store.close()];
   try {
-    return await startOn(store, deps);
+    return await startOn(store, deps, undo);
   } catch (error) {
-    // A start-up that fails after the store opened (a bad key file, a port in use)
-    // must not leave its connections holding the process open.
-    await store.close();
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch {
+        // The start-up error is the one to report.
+      }
+    }
     throw error;
   }
 }
 
-async function startOn(store: Store, deps: ControlPlaneDeps): Promise<RunningControlPlane> {
+async function startOn(
+  store: Store,
+  deps: ControlPlaneDeps,
+  undo: Array<() => unknown>,
+): Promise<RunningControlPlane> {
   const { config } = deps;
   const now = deps.now ?? Date.now;
   await privateDataDir(deps.dataDir, deps.log("cp"));
@@ -106,6 +117,7 @@ async function startOn(store: Store, deps: ControlPlaneDeps): Promise<RunningCon
     logger: deps.log("cp.revocations"),
   });
   await revocations.start();
+  undo.push(() => revocations.stop());
   const { closedSessionsDays, checkIntervalMinutes } = config.retention;
   const retention =
     closedSessionsDays === undefined
@@ -132,6 +144,7 @@ async function startOn(store: Store, deps: ControlPlaneDeps): Promise<RunningCon
     logger: deps.log("cp.link"),
     now,
   });
+  undo.push(() => grpcServer.forceShutdown());
   const grpcPort = await listenAgentLink(grpcServer, config.grpc.listen, config.grpc.tls);
 
   const api = createApi({
@@ -148,7 +161,9 @@ async function startOn(store: Store, deps: ControlPlaneDeps): Promise<RunningCon
       try {
         await store.ping();
       } catch (error) {
-        reasons.push(`store unreachable: ${(error as Error).message}`);
+        // /readyz answers anyone: the store's address and error go to the log only.
+        deps.log("cp.api").warn({ err: error }, "not ready: the store is unreachable");
+        reasons.push("store unreachable (the control plane's log says why)");
       }
       if (deps.readyNeedsAgent && agents.size === 0) reasons.push("no agent is linked yet");
       return reasons;

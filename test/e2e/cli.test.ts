@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -373,6 +374,27 @@ describe("split deployment: gatehouse control-plane, agents create, agent", () =
     const missing = await gatehouse(["up", "--config", join(dir, "nope.yaml")]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read configuration file .*nope\.yaml: ENOENT/);
+  });
+
+  test("a REST port already in use stops start-up, and the process exits instead of hanging", async () => {
+    // Regression: the AgentLink server and the revocation poller, started before the
+    // REST listener failed, kept running and held the process open.
+    const taken = createServer();
+    taken.listen(0, "127.0.0.1");
+    await once(taken, "listening");
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const file = join(dir, "taken.yaml");
+      await writeFile(
+        file,
+        `connections:\n  - { name: claude, type: anthropic, upstream: "https://api.anthropic.com", credential: { env: K } }\nhttp: { listen: "127.0.0.1:${port}" }\ngrpc: { listen: "127.0.0.1:0" }\n`,
+      );
+      const run = await gatehouse(["control-plane", "--config", file, "--data", join(dir, "taken")]);
+      assert.notEqual(run.code, 0);
+      assert.match(run.stderr, /EADDRINUSE/);
+    } finally {
+      taken.close();
+    }
   });
 
   test("a MongoDB store that is misspelt or unreachable stops start-up, naming it without its password", async () => {

@@ -313,9 +313,12 @@ export class TestGatehouse {
   async stop(): Promise<void> {
     for (const agent of this.extraAgents) await agent.stop(1000);
     await this.agent?.stop(1000);
-    await this.cp?.stop();
-    await this.store.drop();
-    await this.fake.close();
-    await rm(this.dir, { recursive: true, force: true });
+    try {
+      await this.cp?.stop();
+    } finally {
+      await this.store.drop();
+      await this.fake.close();
+      await rm(this.dir, { recursive: true, force: true });
+    }
   }
 }

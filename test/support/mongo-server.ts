@@ -181,7 +181,8 @@ async function startFerretDbOn(bin: string, dir: string, port: number): Promise<
     stderr = (stderr + text).slice(-STDERR_KEPT);
   });
   const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
-    child.once("exit", (code, signal) => resolve([code, signal]));
+    // "close", not "exit": by then all of stderr has been read, so its reason is there to see.
+    child.once("close", (code, signal) => resolve([code, signal]));
     // Spawning failed (not executable, say): no exit follows, so report it as one.
     child.once("error", (error) => {
       stderr += `\n${String(error)}`;

@@ -20,6 +20,7 @@ export interface RetentionRun {
 export class RetentionJob {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | null = null;
+  #stopping = false;
 
   constructor(
     private readonly deps: {
@@ -53,7 +54,9 @@ export class RetentionJob {
     this.#timer.unref();
   }
 
+  /** Stops after the batch under way: a backlog need not be worked off before shutdown. */
   async stop(): Promise<void> {
+    this.#stopping = true;
     clearInterval(this.#timer);
     await this.#running;
   }
@@ -63,7 +66,7 @@ export class RetentionJob {
     const { store, audit, keepMs, now, logger } = this.deps;
     const closedBefore = now() - keepMs;
     const run: RetentionRun = { sessions: 0, events: 0, closedBefore };
-    for (;;) {
+    while (!this.#stopping) {
       const removed = await store.purgeClosedSessions(closedBefore, PURGE_BATCH);
       if (removed.sessions === 0) break;
       const details = {

@@ -163,7 +163,10 @@ export interface AuditFilter {
 export interface PurgeResult {
   sessions: number;
   events: number;
-  /** The ids of the sessions removed, for the audit log. */
+  /**
+   * The ids of the sessions removed, for the audit log. With several control
+   * planes purging at once, a session may be named by more than one of them.
+   */
   ids: string[];
 }
 

@@ -91,14 +91,16 @@ export function isUnavailable(error: unknown): boolean {
 /**
  * A Gatehouse error for a failure while `doing` something against the
  * database at `uri` (the connection string as configured; only its redacted
- * form is shown). Bulk write errors are not kept as the cause: they carry the
- * documents that failed, bodies included.
+ * form is shown). The driver's error is not kept as the cause, only its text
+ * with secrets removed: bulk write errors carry the documents that failed,
+ * bodies included, and no driver message is trusted to leave passwords out.
  */
 export function storeError(uri: string, doing: string, cause: unknown): GatehouseError {
   if (cause instanceof GatehouseError) return cause;
   const reason = scrubSecrets(describe(cause), uri);
   const where = scrubSecrets(uri, uri);
-  const kept = cause instanceof MongoBulkWriteError ? new Error(reason) : cause;
+  // Only the scrubbed text is kept: loggers print a cause's own message too.
+  const kept = new Error(reason);
   if (isUnavailable(cause)) {
     return new GatehouseError(
       "GATE_STORE_UNAVAILABLE",

@@ -202,7 +202,6 @@ export class MongoStore implements Store {
       throw new GatehouseError(
         "GATE_STORE_UNAVAILABLE",
         `cannot reach MongoDB at ${location} within ${timeoutMs / 1000} s (${scrubSecrets(describe(cause), uri)}); check that the server is running and reachable from this host (host names, port, firewall, DNS for mongodb+srv), that the TLS options match the server, and that the user name and password are right`,
-        { cause },
       );
     }
     const store = new MongoStore(uri, database, client);
@@ -300,7 +299,9 @@ export class MongoStore implements Store {
         sealedAt: seal.sealedAt,
         jws: seal.jws,
       };
-      for (;;) {
+      // Each pass that fails to write finds a stored seal covering more events, unless it
+      // changes between the two reads; a bounded number of passes covers any real race.
+      for (let attempt = 1; attempt <= 10; attempt++) {
         const update = await sessions.updateOne(
           { _id: id, $or: [{ seal: null }, { "seal.count": { $lte: seal.count } }] },
           { $set: { seal: stored } },
@@ -315,6 +316,10 @@ export class MongoStore implements Store {
         }
         if (current.seal !== null && current.seal.count > seal.count) return sealFromDocument(current.seal);
       }
+      throw new GatehouseError(
+        "GATE_INTERNAL",
+        `session ${id} holds a seal this store cannot compare with a new one; inspect its seal field`,
+      );
     });
   }
 
@@ -673,11 +678,14 @@ export class MongoStore implements Store {
           .toArray()
       ).map((doc) => doc._id);
       if (ids.length === 0) return { sessions: 0, events: 0, ids };
-      await this.#chunks().deleteMany({ sessionId: { $in: ids } }, { hint: INDEX.chunksBySession });
+      // Events before their bodies' chunks, so an interrupted purge never leaves an
+      // event pointing at chunks that are gone; the session row, deleted last, keeps
+      // what is left findable by the next call.
       const events = await this.#events().deleteMany(
         { sessionId: { $in: ids } },
         { hint: INDEX.eventsBySeq },
       );
+      await this.#chunks().deleteMany({ sessionId: { $in: ids } }, { hint: INDEX.chunksBySession });
       const sessions = await this.#sessions().deleteMany({ _id: { $in: ids }, closed: true });
       // Another replica purging at the same time may have taken some of them; they are
       // listed by both, which the audit log can bear better than a gap.

@@ -9,6 +9,7 @@
 /** Query options whose values are secrets, by lower-case name. */
 const SECRET_OPTIONS = new Set([
   "password",
+  "proxypassword",
   "tlscertificatekeyfilepassword",
   "sslpemkeypassword",
   // May hold AWS_SESSION_TOKEN, or other mechanism secrets.
@@ -27,15 +28,16 @@ interface UriParts {
 }
 
 /**
- * Splits at the last `@`, so a password with an unescaped `@` or `/` (which
- * the driver refuses, and so gets reported) is still hidden whole. When an
- * `@` stands later, in an option value, more is hidden than needed: the safe
- * side.
+ * Splits at the last `@` before the query, so a password with an unescaped
+ * `@` or `/` (which the driver refuses, and so gets reported) is still hidden
+ * whole, while an `@` in an option value (a key-file password, say) is left to
+ * the option rules.
  */
 function split(uri: string): UriParts {
   const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(uri)?.[0] ?? "";
   const body = uri.slice(scheme.length);
-  const at = body.lastIndexOf("@");
+  const query = body.indexOf("?");
+  const at = body.lastIndexOf("@", query < 0 ? body.length : query);
   return at < 0
     ? { scheme, userinfo: null, rest: body }
     : { scheme, userinfo: body.slice(0, at), rest: body.slice(at + 1) };
@@ -97,7 +99,13 @@ function secretsOf(uri: string): string[] {
     for (const pair of rest.slice(question + 1).split("&")) {
       const equals = pair.indexOf("=");
       if (equals >= 0 && SECRET_OPTIONS.has(pair.slice(0, equals).toLowerCase())) {
-        secrets.push(pair.slice(equals + 1));
+        const value = pair.slice(equals + 1);
+        secrets.push(value);
+        // authMechanismProperties is `KEY:value,KEY:value`: each value may be quoted alone.
+        for (const property of value.split(/,|%2C/i)) {
+          const colon = property.search(/:|%3A/i);
+          if (colon >= 0) secrets.push(property.slice(colon).replace(/^(:|%3A)/i, ""));
+        }
       }
     }
   }
