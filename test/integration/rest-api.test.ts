@@ -1208,6 +1208,17 @@ describe("REST API", { timeout }, () => {
   });
 });
 
+/** A control plane of its own, on free ports, whose one connection no agent will serve. */
+function standaloneConfig() {
+  return controlPlaneConfigSchema.parse({
+    connections: [
+      { name: "claude", type: "anthropic", upstream: "http://127.0.0.1:9", credential: { env: "UNUSED" } },
+    ],
+    http: { listen: "127.0.0.1:0" },
+    grpc: { listen: "127.0.0.1:0" },
+  });
+}
+
 describe("a control plane with no agent linked", { timeout }, () => {
   const adminToken = "adm_test_no_agent_0123456789abcdef";
   const logs = new LogCapture();
@@ -1217,18 +1228,7 @@ describe("a control plane with no agent linked", { timeout }, () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "gatehouse-rest-"));
     cp = await startControlPlane({
-      config: controlPlaneConfigSchema.parse({
-        connections: [
-          {
-            name: "claude",
-            type: "anthropic",
-            upstream: "http://127.0.0.1:9",
-            credential: { env: "UNUSED" },
-          },
-        ],
-        http: { listen: "127.0.0.1:0" },
-        grpc: { listen: "127.0.0.1:0" },
-      }),
+      config: standaloneConfig(),
       dataDir: dir,
       adminToken,
       log: logs.log,
@@ -1296,18 +1296,7 @@ describe("the control plane's data directory", { timeout }, () => {
     const logs = new LogCapture();
     const start = () =>
       startControlPlane({
-        config: controlPlaneConfigSchema.parse({
-          connections: [
-            {
-              name: "claude",
-              type: "anthropic",
-              upstream: "http://127.0.0.1:9",
-              credential: { env: "UNUSED" },
-            },
-          ],
-          http: { listen: "127.0.0.1:0" },
-          grpc: { listen: "127.0.0.1:0" },
-        }),
+        config: standaloneConfig(),
         dataDir: dir,
         log: logs.log,
         registry: new Registry(),

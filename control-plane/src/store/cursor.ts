@@ -55,13 +55,22 @@ export const MAX_PAGE = 1000;
  * not a positive whole number is the caller's mistake.
  */
 export function pageLimit(limit: number): number {
+  return Math.min(
+    positiveLimit(limit, `limit must be a positive whole number (a page holds at most ${MAX_PAGE})`),
+    MAX_PAGE,
+  );
+}
+
+/** How many sessions one purge call may delete: a positive whole number, or the caller erred. */
+export function purgeLimit(limit: number): number {
+  return positiveLimit(limit, "a purge deletes a positive whole number of sessions per call");
+}
+
+function positiveLimit(limit: number, rule: string): number {
   if (!Number.isSafeInteger(limit) || limit < 1) {
-    throw new GatehouseError(
-      "GATE_INVALID_REQUEST",
-      `limit must be a positive whole number (a page holds at most ${MAX_PAGE}); got ${String(limit)}`,
-    );
+    throw new GatehouseError("GATE_INVALID_REQUEST", `${rule}; got ${String(limit)}`);
   }
-  return Math.min(limit, MAX_PAGE);
+  return limit;
 }
 
 /**

@@ -19,17 +19,6 @@ export function auditDetailsJson(entry: AuditRecord): string {
   return objectJson(entry.details, `the details of audit entry ${entry.id}`);
 }
 
-/** How many sessions one purge call may delete: a positive whole number, or the caller erred. */
-export function purgeLimit(limit: number): number {
-  if (!Number.isSafeInteger(limit) || limit < 1) {
-    throw new GatehouseError(
-      "GATE_INVALID_REQUEST",
-      `a purge deletes a positive whole number of sessions per call; got ${String(limit)}`,
-    );
-  }
-  return limit;
-}
-
 function objectJson(value: Record<string, unknown> | undefined, what: string): string {
   let text: string | undefined;
   try {

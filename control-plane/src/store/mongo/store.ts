@@ -25,8 +25,8 @@ import {
   ObjectId,
 } from "mongodb";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
-import { auditKey, decodeKeysetCursor, keysetPage, pageLimit, sessionKey } from "../cursor.js";
-import { auditDetailsJson, eventAttrsJson, purgeLimit } from "../records.js";
+import { auditKey, decodeKeysetCursor, keysetPage, pageLimit, purgeLimit, sessionKey } from "../cursor.js";
+import { auditDetailsJson, eventAttrsJson } from "../records.js";
 import type {
   AgentRecord,
   AppendResult,

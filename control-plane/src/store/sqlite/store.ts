@@ -12,8 +12,16 @@ import { dirname, resolve } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
-import { auditKey, decodeKeysetCursor, keysetPage, MAX_PAGE, pageLimit, sessionKey } from "../cursor.js";
-import { auditDetailsJson, eventAttrsJson, purgeLimit } from "../records.js";
+import {
+  auditKey,
+  decodeKeysetCursor,
+  keysetPage,
+  MAX_PAGE,
+  pageLimit,
+  purgeLimit,
+  sessionKey,
+} from "../cursor.js";
+import { auditDetailsJson, eventAttrsJson } from "../records.js";
 import type {
   AgentRecord,
   AppendResult,
