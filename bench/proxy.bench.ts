@@ -8,7 +8,7 @@
  *
  * Usage: npm run bench [-- --flag value …]   (flags below; each also as BENCH_<FLAG> in the environment)
  */
-import { arch, availableParallelism, cpus, loadavg, platform, totalmem } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { AGENT_NODE_OPTIONS } from "@gatehouse/agent/config.js";
 import { Pool } from "undici";
@@ -24,7 +24,16 @@ import {
   type SessionGrant,
   type UpstreamInfo,
 } from "./child.js";
-import { positiveInt, readFlags, table } from "./cli.js";
+import {
+  giveUpAfter,
+  machineLine,
+  otherLoadNote,
+  percentile,
+  positiveInt,
+  readFlags,
+  run,
+  table,
+} from "./cli.js";
 
 // ---------------------------------------------------------------- settings
 
@@ -194,12 +203,6 @@ async function saturate(to: Target, body: Buffer, concurrency: number, total: nu
     }),
   );
   return performance.now() - started;
-}
-
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank] ?? Number.NaN;
 }
 
 // ---------------------------------------------------------------- deployments
@@ -558,12 +561,7 @@ function report(r: Result, s: Settings): string[] {
     `recording: ${r.recording.ackedSeq} events stored and acknowledged, ${r.recording.pending} pending. ` +
       `Largest backlog when a ${s.concurrency}-in-flight round stopped: ${r.backlog.pendingBefore} events, durable ` +
       `${r.backlog.ms.toFixed(0)} ms later.`,
-    r.otherLoad === null
-      ? "other processes' CPU use during the measurement: unknown (no /proc)"
-      : `other processes used ${(Math.max(0, r.otherLoad) * 100).toFixed(0)}% of the machine's CPU time during the measurement` +
-        (r.otherLoad > 0.05
-          ? " — WARNING: the figures above are disturbed; run again on a quiet machine."
-          : "."),
+    otherLoadNote(r.otherLoad),
     `${agentProcess.split(" ")[0]} heap at ${s.openStreams} open streams: ${mb(m.heap.heapUsed)} used of ` +
       `${mb(m.heap.heapTotal)}, external ${mb(m.heap.external)}; p50s of ${seqDirect.length}/${seqVia.length} samples.`,
   ];
@@ -596,19 +594,11 @@ async function main(): Promise<number> {
       throw new Error(`--layouts takes one-process and/or split; got ${JSON.stringify(layout)}`);
   }
 
-  const watchdog = setTimeout(() => {
-    process.stderr.write(`benchmark did not finish within ${timeoutS} s (--timeout); giving up\n`);
-    process.exit(1);
-  }, timeoutS * 1000);
-  watchdog.unref();
+  giveUpAfter(timeoutS);
 
   const say = (text = "") => process.stdout.write(`${text}\n`);
-  const cpu = cpus();
   say(`Gatehouse proxy benchmark, ${new Date().toISOString()}`);
-  say(
-    `node ${process.version} · ${platform()} ${arch()} · ${cpu.length} CPUs (available parallelism ${availableParallelism()}) · ` +
-      `${cpu[0]?.model ?? "unknown CPU"} · ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM`,
-  );
+  say(machineLine());
   say(
     `settings: sequential=${s.sequential} streams=${s.streams} blocks=${s.blocks} warmup=${s.warmup} ` +
       `concurrency=${s.concurrency} throughput-requests=${s.throughputRequests} rounds=${s.rounds} deltas=${s.deltas} ` +
@@ -651,12 +641,4 @@ async function main(): Promise<number> {
   return pending === 0 ? 0 : 1;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(
-      `benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    process.exit(1);
-  },
-);
+run(main);

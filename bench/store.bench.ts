@@ -11,7 +11,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { arch, availableParallelism, cpus, platform, tmpdir, totalmem } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeKeysetCursor } from "@gatehouse/control-plane/store/cursor.js";
 import { sessionListQuery } from "@gatehouse/control-plane/store/mongo/queries.js";
@@ -30,7 +30,7 @@ import type {
 import { MongoClient } from "mongodb";
 import type * as MongoServerModule from "../test/support/mongo-server.js";
 import { cpuMillis, machineBusyMillis } from "./child.js";
-import { positiveInt, readFlags, table } from "./cli.js";
+import { giveUpAfter, heading, percentile, positiveInt, readFlags, run, table, testSupport } from "./cli.js";
 
 // ---------------------------------------------------------------- settings
 
@@ -55,7 +55,6 @@ const FLAGS = {
   "ingest-warmup": { default: "2", help: "seconds of untimed ingest first" },
   timeout: { default: "3600", help: "give up (exit 1) after this many seconds" },
 } as const;
-type Flag = keyof typeof FLAGS;
 
 interface Settings {
   sessions: number;
@@ -644,10 +643,7 @@ async function openStore(kind: StoreKind): Promise<OpenedStore> {
       throw error;
     }
   }
-  // The test support module is compiled in the test project (test/dist), which this file's
-  // output does not sit beside, so its runtime path is resolved from here.
-  const serverUrl = new URL("../../test/dist/support/mongo-server.js", import.meta.url);
-  const { startMongoServer } = (await import(serverUrl.href)) as typeof MongoServerModule;
+  const { startMongoServer } = await testSupport<typeof MongoServerModule>("mongo-server");
   const server = await startMongoServer();
   try {
     const store = await MongoStore.open({ uri: server.uri, database: server.database });
@@ -734,12 +730,6 @@ function otherLoad(start: Busy, end: Busy): number | null {
 }
 
 // ---------------------------------------------------------------- report
-
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank] ?? Number.NaN;
-}
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const latency = (value: number) =>
@@ -881,26 +871,10 @@ async function main(): Promise<number> {
       throw new Error(`--stores takes sqlite and/or mongo; got ${JSON.stringify(kind)}`);
     }
   }
-  const timeoutS = positiveInt(settings, "timeout");
-  const watchdog = setTimeout(() => {
-    process.stderr.write(`benchmark did not finish within ${timeoutS} s (--timeout); giving up\n`);
-    process.exit(1);
-  }, timeoutS * 1000);
-  watchdog.unref();
+  giveUpAfter(positiveInt(settings, "timeout"));
 
   const say = (text = "") => process.stdout.write(`${text}\n`);
-  const cpu = cpus();
-  say(`Gatehouse session store benchmark, ${new Date().toISOString()}`);
-  say(
-    `node ${process.version} · ${platform()} ${arch()} · ${cpu.length} CPUs (available parallelism ${availableParallelism()}) · ` +
-      `${cpu[0]?.model ?? "unknown CPU"} · ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM`,
-  );
-  say(
-    `settings: ${(Object.keys(FLAGS) as Flag[])
-      .filter((name) => name !== "timeout")
-      .map((name) => `${name}=${settings[name]}`)
-      .join(" ")}`,
-  );
+  for (const line of heading("Gatehouse session store benchmark", settings)) say(line);
   say();
   const results = new Map<StoreKind, StoreResult>();
   for (const kind of kinds as StoreKind[]) results.set(kind, await measureStore(kind, s));
@@ -908,12 +882,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(
-      `benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    process.exit(1);
-  },
-);
+run(main);

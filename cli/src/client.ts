@@ -6,7 +6,18 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { verifyRecord } from "@gatehouse/control-plane/sessions/verify.js";
 import type { StoredEvent } from "@gatehouse/control-plane/store/types.js";
-import { type ExchangeView, GatehouseClient, runWithSession, type SessionSummary } from "@gatehouse/sdk";
+import {
+  CiTokenError,
+  type CiTokenSource,
+  ciIdToken,
+  ciTokenVariables,
+  type ExchangeView,
+  GatehouseClient,
+  type OpenedSession,
+  parseCiTokenSource,
+  runWithSession,
+  type SessionSummary,
+} from "@gatehouse/sdk";
 import type { JSONWebKeySet } from "jose";
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -22,12 +33,17 @@ export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
+/** The control plane's REST URL: --url, GATEHOUSE_URL or the `up` default. */
+function controlPlaneUrl(flags: ClientFlags, env: Env): string {
+  return flags.url ?? env.GATEHOUSE_URL ?? "http://127.0.0.1:7070";
+}
+
 /**
- * The REST client: URL from --url, GATEHOUSE_URL or the `up` default; API key
- * from GATEHOUSE_TOKEN, GATEHOUSE_ADMIN_TOKEN or the token `up` keeps in the data dir.
+ * The REST client: URL from {@link controlPlaneUrl}; API key from GATEHOUSE_TOKEN,
+ * GATEHOUSE_ADMIN_TOKEN or the token `up` keeps in the data dir.
  */
 export async function connect(flags: ClientFlags, env: Env): Promise<GatehouseClient> {
-  const url = flags.url ?? env.GATEHOUSE_URL ?? "http://127.0.0.1:7070";
+  const url = controlPlaneUrl(flags, env);
   let token = env.GATEHOUSE_TOKEN ?? env.GATEHOUSE_ADMIN_TOKEN;
   if (!token) {
     try {
@@ -257,12 +273,52 @@ export async function agentsCreate(
   out("Put it in a file readable only by the agent and set controlPlane.tokenFile to that file.");
 }
 
-export async function exec(
-  client: GatehouseClient,
-  flags: { connection: string; ttl?: string | undefined; labels: string[] },
-  command: string[],
-  env: Env,
-): Promise<number> {
+export interface ExecFlags extends ClientFlags {
+  connection: string;
+  ttl?: string | undefined;
+  labels: string[];
+  /** Where the CI job's OIDC ID token comes from (`CI_TOKEN_SOURCES`); without it, an API key opens the session. */
+  oidc?: string | undefined;
+  audience?: string | undefined;
+  azureServiceConnection?: string | undefined;
+}
+
+/** Who opens exec's session, who closes it, and what else the tool must not see. */
+interface ExecAuthority {
+  opener: GatehouseClient;
+  closer(session: OpenedSession): GatehouseClient;
+  withhold: string[];
+}
+
+/**
+ * With --oidc, the job's ID token opens the session and the session's own token closes
+ * it, so the job needs no API key; otherwise the API key does both, as `connect` finds it.
+ */
+async function execAuthority(flags: ExecFlags, env: Env): Promise<ExecAuthority> {
+  if (!flags.oidc) {
+    if (flags.audience !== undefined || flags.azureServiceConnection !== undefined) {
+      throw new UsageError("--audience and --azure-service-connection apply only with --oidc SOURCE");
+    }
+    const client = await connect(flags, env);
+    return { opener: client, closer: () => client, withhold: [] };
+  }
+  let source: CiTokenSource;
+  try {
+    source = parseCiTokenSource(flags.oidc);
+  } catch (error) {
+    if (error instanceof CiTokenError) throw new UsageError(`--oidc: ${error.message}`);
+    throw error;
+  }
+  const options = { env, audience: flags.audience, azureServiceConnectionId: flags.azureServiceConnection };
+  const url = controlPlaneUrl(flags, env);
+  return {
+    opener: new GatehouseClient({ url, token: await ciIdToken(source, options) }),
+    closer: (session) => new GatehouseClient({ url, token: session.token }),
+    withhold: ciTokenVariables(source, options),
+  };
+}
+
+export async function exec(flags: ExecFlags, command: string[], env: Env): Promise<number> {
   const [program, ...args] = command;
   if (!program)
     throw new UsageError(
@@ -274,14 +330,16 @@ export async function exec(
     if (at <= 0) throw new UsageError(`--label takes key=value, not '${label}'`);
     labels[label.slice(0, at)] = label.slice(at + 1);
   }
-  const session = await client.openSession({
+  const { opener, closer, withhold } = await execAuthority(flags, env);
+  const session = await opener.openSession({
     connection: flags.connection,
     ...(flags.ttl ? { ttlSeconds: Number(flags.ttl) } : {}),
     labels,
   });
+  const client = closer(session);
   let status: number;
   try {
-    status = await runWithSession(session, program, args, { env });
+    status = await runWithSession(session, program, args, { env, withhold });
   } catch (error) {
     await client.closeSession(session.id).catch(() => {});
     throw error;

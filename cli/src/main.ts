@@ -5,7 +5,12 @@
  */
 import { parseArgs } from "node:util";
 import { isGatehouseError } from "@gatehouse/proto/errors";
-import { GatehouseApiError } from "@gatehouse/sdk";
+import {
+  CI_TOKEN_SOURCES,
+  DEFAULT_AUDIENCE,
+  DEFAULT_GITLAB_TOKEN_VARIABLE,
+  GatehouseApiError,
+} from "@gatehouse/sdk";
 import {
   agentsCreate,
   connect,
@@ -33,10 +38,17 @@ const USAGE = `Usage:
   gatehouse sessions close ID
   gatehouse agents create NAME [--connection NAME]... [--json]
                                    an agent account (default: it may serve every connection)
-  gatehouse exec --connection NAME [--ttl SECONDS] [--label KEY=VALUE]... -- COMMAND [ARGS...]
+  gatehouse exec --connection NAME [--ttl SECONDS] [--label KEY=VALUE]...
+                 [--oidc SOURCE [--audience AUD] [--azure-service-connection ID]] -- COMMAND [ARGS...]
+                                   run COMMAND through a session; with --oidc the CI job's OIDC ID
+                                   token opens it, so no API key is needed. SOURCE: ${CI_TOKEN_SOURCES}
 
 Client commands reach the control plane at --url, GATEHOUSE_URL or http://127.0.0.1:7070, with the
-API key in GATEHOUSE_TOKEN, GATEHOUSE_ADMIN_TOKEN or DIR/admin-token (DIR defaults to .gatehouse).`;
+API key in GATEHOUSE_TOKEN, GATEHOUSE_ADMIN_TOKEN or DIR/admin-token (DIR defaults to .gatehouse).
+exec --oidc: --audience (default GATEHOUSE_AUDIENCE, else ${DEFAULT_AUDIENCE}) is asked of GitHub Actions;
+Azure Pipelines fixes it, a GitLab job sets it in id_tokens (${DEFAULT_GITLAB_TOKEN_VARIABLE} by default).
+--azure-service-connection defaults to GATEHOUSE_AZURE_SERVICE_CONNECTION_ID. The tool never sees
+the ID token, what obtains it (ACTIONS_ID_TOKEN_REQUEST_TOKEN, SYSTEM_ACCESSTOKEN) or a Gatehouse key.`;
 
 const options = {
   config: { type: "string" },
@@ -54,6 +66,9 @@ const options = {
   jwks: { type: "string" },
   ttl: { type: "string" },
   label: { type: "string", multiple: true },
+  oidc: { type: "string" },
+  audience: { type: "string" },
+  "azure-service-connection": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -120,8 +135,12 @@ async function run(argv: string[], env: Readonly<Record<string, string | undefin
     case "exec": {
       if (!flags.connection) throw new UsageError("exec needs --connection NAME");
       return exec(
-        await connect(flags, env),
-        { connection: flags.connection, ttl: flags.ttl, labels: flags.label ?? [] },
+        {
+          ...flags,
+          connection: flags.connection,
+          labels: flags.label ?? [],
+          azureServiceConnection: flags["azure-service-connection"],
+        },
         positionals.slice(1),
         env,
       );

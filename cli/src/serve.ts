@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AGENT_NODE_OPTIONS, agentConfigSchema, proxyConfigSchema } from "@gatehouse/agent/config.js";
 import { SYSTEM_ACTOR } from "@gatehouse/control-plane/audit/log.js";
-import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
+import { controlPlaneConfigObject, ruleConnectionsExist } from "@gatehouse/control-plane/config.js";
 import { Registry } from "prom-client";
 import type { z } from "zod";
 import { ConfigError, loadConfig, logSchema } from "./config.js";
@@ -25,13 +25,17 @@ export interface ServeFlags {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-const upConfigSchema = controlPlaneConfigSchema.extend({
-  proxy: proxyConfigSchema.default(proxyConfigSchema.parse({})),
-  spool: agentConfigSchema.shape.spool,
-  log: logSchema,
-});
+const upConfigSchema = controlPlaneConfigObject
+  .extend({
+    proxy: proxyConfigSchema.default(proxyConfigSchema.parse({})),
+    spool: agentConfigSchema.shape.spool,
+    log: logSchema,
+  })
+  .superRefine(ruleConnectionsExist);
 
-const controlPlaneFileSchema = controlPlaneConfigSchema.extend({ log: logSchema });
+const controlPlaneFileSchema = controlPlaneConfigObject
+  .extend({ log: logSchema })
+  .superRefine(ruleConnectionsExist);
 const agentFileSchema = agentConfigSchema.extend({ log: logSchema });
 
 // Each process loads only the half it runs: an agent has no use for the store's native
@@ -104,6 +108,7 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
   const cp = await startControlPlane({
     config: {
       connections: file.connections,
+      identity: file.identity,
       store: file.store,
       sessions: file.sessions,
       signing: file.signing,
@@ -233,7 +238,9 @@ export async function controlPlane(flags: ServeFlags, env: Env): Promise<void> {
   const { log: logSettings, ...config } = file;
   const log = logging(logSettings, env);
   if (!env.GATEHOUSE_ADMIN_TOKEN) {
-    log("cp").warn("GATEHOUSE_ADMIN_TOKEN is not set: no API key can use the REST API");
+    log("cp").warn(
+      "GATEHOUSE_ADMIN_TOKEN is not set: only API keys made earlier, people's sign-ins (identity.admin) and runner tokens can use the REST API",
+    );
   }
   const { startControlPlane } = await loadControlPlane();
   const cp = await startControlPlane({

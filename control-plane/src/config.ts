@@ -39,7 +39,105 @@ const tlsServer = z.strictObject({
   clientCaFile: z.string().optional(),
 });
 
-export const controlPlaneConfigSchema = z.strictObject({
+/**
+ * An issuer URL: https, or http on a loopback address (a development issuer on
+ * this machine); tokens and keys fetched over plain http elsewhere could be forged in transit.
+ */
+const issuerUrl = z.url({ protocol: /^https?$/, error: "expected an https URL" }).refine((value) => {
+  const url = new URL(value);
+  return url.protocol === "https:" || ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
+}, "expected an https URL (plain http is allowed only for 127.0.0.1, localhost or [::1])");
+
+/** Claim values a rule accepts: a glob (`*` within a path segment, `**` across), or a list of them. */
+const claimPattern = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+const runnerRule = z.strictObject({
+  /** Named in refusals; default `rule <n>`. */
+  name: z.string().min(1).optional(),
+  /** Every claim named must match; a list matches if any of its globs does. */
+  match: z
+    .record(z.string().min(1), claimPattern)
+    .refine((m) => Object.keys(m).length > 0, "a rule must match at least one claim"),
+  /** The connections a matching token may open sessions for. */
+  connections: z.array(z.string().min(1)).min(1),
+  /** Longest session a matching token gets; default and upper bound `sessions.maxTtlSeconds`. */
+  maxTtlSeconds: z.int().min(30).max(86_400).optional(),
+  /** Put on every session this rule opens (over labels the caller asks for). */
+  labels: z.record(z.string(), z.string()).default({}),
+});
+
+export type RunnerRule = z.infer<typeof runnerRule>;
+
+const SIGNING_ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "EdDSA",
+] as const;
+
+const runnerProvider = z.strictObject({
+  /** Named in refusals and recorded with each session it opens. */
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "use lower-case letters, digits, '.', '_' and '-'"),
+  /** Discovered at `<issuer>/.well-known/openid-configuration`; must equal the tokens' `iss`. */
+  issuer: issuerUrl,
+  /** The `aud` runners request their tokens for. */
+  audience: z.string().min(1),
+  /** Signature algorithms accepted; anything else (`none`, HS256…) is refused. */
+  algorithms: z.array(z.enum(SIGNING_ALGORITHMS)).min(1).default(["RS256"]),
+  /** Tolerance for the clocks of issuer and control plane when checking exp, nbf and iat. */
+  clockSkewSeconds: z.int().min(0).max(300).default(60),
+  /**
+   * After a token names a key id the cached key set lacks, the issuer's keys are
+   * fetched again at most this often (a rotation is picked up at once; forged key
+   * ids cannot make the control plane hammer the issuer).
+   */
+  jwksCooldownSeconds: z.int().min(0).max(3600).default(30),
+  /** Claims recorded with each session (those the token has); default: the usual CI identifying claims. */
+  recordClaims: z.array(z.string().min(1)).optional(),
+  /** Tried in order; the first that matches the token and allows the connection applies. */
+  rules: z.array(runnerRule).min(1, "a provider needs at least one rule"),
+});
+
+export type RunnerProviderConfig = z.infer<typeof runnerProvider>;
+
+const adminLogin = z.strictObject({
+  issuer: issuerUrl,
+  clientId: z.string().min(1),
+  /** File holding the client secret; omit for a public client (PKCE alone). */
+  clientSecretFile: z.string().optional(),
+  /** This control plane's callback as the issuer knows it: `<public URL>/v1/auth/callback`. */
+  redirectUrl: z.url({ protocol: /^https?$/ }),
+  scopes: z.array(z.string()).default(["openid", "profile", "email"]),
+  /** The ID-token claim listing the user's groups. */
+  groupsClaim: z.string().min(1).default("groups"),
+  /** Groups granting each role; a user in several gets the first of admin, approver, auditor. */
+  roles: z
+    .strictObject({
+      admin: z.array(z.string().min(1)).default([]),
+      approver: z.array(z.string().min(1)).default([]),
+      auditor: z.array(z.string().min(1)).default([]),
+    })
+    .refine(
+      (r) => r.admin.length + r.approver.length + r.auditor.length > 0,
+      "map at least one group to a role",
+    ),
+  /** Lifetime of the API token a sign-in gives. */
+  loginTtlSeconds: z
+    .int()
+    .min(60)
+    .max(7 * 86_400)
+    .default(8 * 3600),
+});
+
+export type AdminLoginConfig = z.infer<typeof adminLogin>;
+
+/** The control plane's settings, before the checks that span several of them. */
+export const controlPlaneConfigObject = z.strictObject({
   connections: z
     .array(connectionSchema)
     .min(1, "at least one connection is required")
@@ -47,6 +145,20 @@ export const controlPlaneConfigSchema = z.strictObject({
       (list) => new Set(list.map((c) => c.name)).size === list.length,
       "connection names must be unique",
     ),
+  identity: z
+    .strictObject({
+      /** Issuers whose tokens CI runners trade for sessions at POST /v1/sessions. */
+      providers: z
+        .array(runnerProvider)
+        .default([])
+        .refine(
+          (list) => new Set(list.map((p) => p.name)).size === list.length,
+          "provider names must be unique",
+        ),
+      /** Sign-in of people through OIDC (authorization code + PKCE); roles from group claims. */
+      admin: adminLogin.optional(),
+    })
+    .default({ providers: [] }),
   store: z
     .discriminatedUnion("type", [
       z.strictObject({
@@ -90,8 +202,14 @@ export const controlPlaneConfigSchema = z.strictObject({
        * it (mount the same secret).
        */
       keyFile: z.string().optional(),
+      /**
+       * A new key is made when the newest is this many days old; it is published
+       * three minutes before it signs, and the key it replaces keeps its public
+       * half (what it signed still verifies). 0: never rotate automatically.
+       */
+      rotationDays: z.int().min(0).max(3650).default(30),
     })
-    .default({}),
+    .default({ rotationDays: 30 }),
   sessions: z
     .strictObject({
       /** Token lifetime when the caller asks for none. */
@@ -101,5 +219,27 @@ export const controlPlaneConfigSchema = z.strictObject({
     })
     .default({ defaultTtlSeconds: 900, maxTtlSeconds: 3600 }),
 });
+
+/** Every connection a runner rule names must be configured. */
+export function ruleConnectionsExist(
+  config: Pick<z.infer<typeof controlPlaneConfigObject>, "connections" | "identity">,
+  ctx: z.RefinementCtx,
+): void {
+  const known = new Set(config.connections.map((c) => c.name));
+  config.identity.providers.forEach((provider, p) => {
+    provider.rules.forEach((rule, r) => {
+      rule.connections.forEach((name, c) => {
+        if (known.has(name)) return;
+        ctx.addIssue({
+          code: "custom",
+          path: ["identity", "providers", p, "rules", r, "connections", c],
+          message: `no connection is named '${name}'; known: ${[...known].join(", ")}`,
+        });
+      });
+    });
+  });
+}
+
+export const controlPlaneConfigSchema = controlPlaneConfigObject.superRefine(ruleConnectionsExist);
 
 export type ControlPlaneConfig = Readonly<z.infer<typeof controlPlaneConfigSchema>>;

@@ -5,10 +5,12 @@
  * them in.
  */
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { joinHostPort, splitHostPort } from "@gatehouse/proto/address";
+import { GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { AgentAccounts } from "./agents/accounts.js";
@@ -16,11 +18,14 @@ import { buildAgentConfig } from "./agents/config.js";
 import { AgentRegistry } from "./agents/registry.js";
 import { RevocationRelay } from "./agents/revocations.js";
 import { createApi } from "./api/app.js";
-import { AuditLog } from "./audit/log.js";
-import type { ControlPlaneConfig } from "./config.js";
+import type { SignInRouteDeps } from "./api/login.js";
+import { AuditLog, SYSTEM_ACTOR } from "./audit/log.js";
+import type { AdminLoginConfig, ControlPlaneConfig } from "./config.js";
 import { privateDataDir } from "./data-dir.js";
 import { createAgentLinkServer, listenAgentLink } from "./grpc/agent-link.js";
-import { ApiKeyAuthenticator } from "./identity/principals.js";
+import { AdminSignIn } from "./identity/admin-login.js";
+import { ApiKeys } from "./identity/api-keys.js";
+import { RunnerIdentities } from "./identity/runner-identity.js";
 import { SigningKeys } from "./identity/signing-keys.js";
 import { createControlPlaneMetrics } from "./metrics.js";
 import { SessionFeed } from "./sessions/feed.js";
@@ -53,6 +58,7 @@ export interface RunningControlPlane {
   accounts: AgentAccounts;
   sessions: SessionService;
   agents: AgentRegistry;
+  keys: SigningKeys;
   /** Stops the listeners (ending agent links) and closes the store. */
   stop(): Promise<void>;
 }
@@ -84,11 +90,21 @@ async function startOn(
   const { config } = deps;
   const now = deps.now ?? Date.now;
   await privateDataDir(deps.dataDir, deps.log("cp"));
+  const audit = new AuditLog({ store, now });
+  const { rotationDays } = config.signing;
   const keys = await SigningKeys.load(
     config.signing.keyFile ?? join(deps.dataDir, "signing-key.jwk"),
     deps.log("cp.keys"),
+    {
+      everyMs: rotationDays === 0 ? null : rotationDays * 86_400_000,
+      now,
+      announce: async (kid) => {
+        await audit.record(SYSTEM_ACTOR, "signing.rotate", kid, {
+          reason: `the newest key was ${rotationDays} days old`,
+        });
+      },
+    },
   );
-  const audit = new AuditLog({ store, now });
   const agents = new AgentRegistry();
   const feed = new SessionFeed();
   const metrics = createControlPlaneMetrics(deps.registry, agents);
@@ -131,12 +147,26 @@ async function startOn(
           logger: deps.log("cp.retention"),
         });
 
+  const agentConfig = (served: readonly string[]) =>
+    buildAgentConfig({ connections: config.connections, keys, store }, served, now());
+  // A rotated key reaches every linked agent before it signs anything.
+  keys.on("changed", () => {
+    for (const agent of agents.list()) {
+      agentConfig(agent.connections).then(
+        (pushed) => agent.send({ config: pushed }),
+        (error: unknown) =>
+          deps.log("cp.keys").error({ err: error }, "could not push new token keys to an agent"),
+      );
+    }
+  });
+  keys.start();
+  undo.push(() => keys.stop());
+
   const grpcServer = createAgentLinkServer({
     store,
     sessions,
     registry: agents,
-    agentConfig: (served) =>
-      buildAgentConfig({ connections: config.connections, keys, store }, served, now()),
+    agentConfig,
     controlPlaneId: randomUUID(),
     heartbeatIntervalMs: 10_000,
     helloTimeoutMs: 10_000,
@@ -147,12 +177,21 @@ async function startOn(
   undo.push(() => grpcServer.forceShutdown());
   const grpcPort = await listenAgentLink(grpcServer, config.grpc.listen, config.grpc.tls);
 
+  const apiKeys = new ApiKeys({
+    store,
+    audit,
+    bootstrapAdminToken: deps.adminToken,
+    logger: deps.log("cp.api"),
+    now,
+  });
   const api = createApi({
     sessions,
     accounts,
     audit,
     keys,
-    auth: new ApiKeyAuthenticator(deps.adminToken),
+    apiKeys,
+    signIn: await adminSignIn(config.identity.admin, apiKeys, deps.log("cp.sign-in")),
+    runners: new RunnerIdentities(config.identity.providers, now),
     feed,
     registry: deps.registry,
     metrics,
@@ -188,14 +227,39 @@ async function startOn(
     accounts,
     sessions,
     agents,
+    keys,
     async stop() {
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
       grpcServer.forceShutdown();
       await httpClosed;
       await retention?.stop();
+      await keys.stop();
       await revocations.stop();
       await store.close();
     },
+  };
+}
+
+/** People's sign-in through OIDC, when `identity.admin` is configured: each gets a login key. */
+async function adminSignIn(
+  config: AdminLoginConfig | undefined,
+  apiKeys: ApiKeys,
+  logger: Logger,
+): Promise<SignInRouteDeps | undefined> {
+  if (!config) return undefined;
+  const { clientSecretFile } = config;
+  const clientSecret =
+    clientSecretFile === undefined
+      ? undefined
+      : await readFile(clientSecretFile, "utf8").catch((error: NodeJS.ErrnoException) => {
+          throw new GatehouseError(
+            "GATE_CONFIG_INVALID",
+            `cannot read identity.admin.clientSecretFile ${clientSecretFile} (${error.code}); check the path and its permissions`,
+          );
+        });
+  return {
+    signIn: new AdminSignIn(config, { clientSecret, logger }),
+    issueLoginKey: (identity) => apiKeys.issueLogin(identity, config.loginTtlSeconds),
   };
 }

@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   GATE_NO_AGENT: { status: 503, blame: "operator" },
   GATE_CREDENTIAL_UNAVAILABLE: { status: 503, blame: "operator" },
   GATE_STORE_UNAVAILABLE: { status: 503, blame: "upstream" },
+  GATE_IDENTITY_UNAVAILABLE: { status: 503, blame: "upstream" },
   GATE_UPSTREAM_UNREACHABLE: { status: 502, blame: "upstream" },
   GATE_UPSTREAM_PROTOCOL: { status: 502, blame: "upstream" },
   GATE_UPSTREAM_TIMEOUT: { status: 504, blame: "upstream" },

@@ -5,13 +5,14 @@
 
 /** An error the Gatehouse API returned; `code` is one of the GATE_… codes in docs/errors.md. */
 export class GatehouseApiError extends Error {
-  override readonly name = "GatehouseApiError";
+  override readonly name: string = "GatehouseApiError";
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
   }
 }
 
@@ -111,9 +112,10 @@ export interface GatehouseClientOptions {
   /** Control-plane REST base URL, e.g. http://127.0.0.1:7070. */
   url: string;
   /**
-   * API key, sent as `Authorization: Bearer`. Today that is the control plane's admin
-   * key (`GATEHOUSE_ADMIN_TOKEN`, or the one `gatehouse up` keeps), for runners too:
-   * opening a session with a CI OIDC token is not supported yet.
+   * Sent as `Authorization: Bearer`: an API key (the control plane's admin key,
+   * `GATEHOUSE_ADMIN_TOKEN` or the one `gatehouse up` keeps); or, for a CI runner, the
+   * job's OIDC ID token, to open a session (`ciIdToken` obtains it), and that session's own
+   * token, to close it.
    */
   token: string;
   fetch?: typeof fetch;

@@ -9,11 +9,15 @@ import type { OpenedSession } from "./client.js";
 
 /**
  * Variables a tool must not see: a real Anthropic credential or base URL (which
- * would send it around the gateway), and Gatehouse's own keys (which would let it
- * open sessions, read records or manage agents).
+ * would send it around the gateway); Gatehouse's own keys, GATEHOUSE_ID_TOKEN among
+ * them (which would let it open sessions, read records or manage agents); and what
+ * the CI job proves its identity with, so the tool cannot open sessions as the job:
+ * GitHub Actions' ID-token request token, Azure Pipelines' System.AccessToken, and
+ * the ID tokens GitLab put in every job before 17.0 (CI_JOB_JWT, CI_JOB_JWT_V1,
+ * CI_JOB_JWT_V2). Matched without regard to case, as Windows matches names.
  */
 const WITHHELD =
-  /^(ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL|ANTHROPIC_AUTH_TOKEN|GATEHOUSE_[A-Z0-9_]*(TOKEN|KEY))$/;
+  /^(ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL|ANTHROPIC_AUTH_TOKEN|GATEHOUSE_[A-Z0-9_]*(TOKEN|KEY)|ACTIONS_ID_TOKEN_REQUEST_TOKEN|SYSTEM_ACCESSTOKEN|CI_JOB_JWT(_V1|_V2)?)$/i;
 
 /**
  * The environment a tool needs to use `session`: for Anthropic connections the
@@ -23,13 +27,21 @@ export function sessionEnvironment(session: OpenedSession): Record<string, strin
   return { ANTHROPIC_BASE_URL: session.proxyUrl, ANTHROPIC_AUTH_TOKEN: session.token };
 }
 
-/** `base` with Gatehouse's variables for `session` in place of any the caller had. */
+/**
+ * `base` with Gatehouse's variables for `session` in place of any the caller had,
+ * without the variables a tool must not see, nor those named in `withhold` (e.g. the
+ * job's own token variable, `ciTokenVariables`).
+ */
 export function childEnvironment(
   base: Readonly<Record<string, string | undefined>>,
   session: OpenedSession,
+  withhold: readonly string[] = [],
 ): Record<string, string> {
+  const extra = new Set(withhold.map((name) => name.toUpperCase()));
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(base)) if (v !== undefined && !WITHHELD.test(k)) env[k] = v;
+  for (const [k, v] of Object.entries(base)) {
+    if (v !== undefined && !WITHHELD.test(k) && !extra.has(k.toUpperCase())) env[k] = v;
+  }
   return { ...env, ...sessionEnvironment(session) };
 }
 
@@ -52,12 +64,17 @@ export function runWithSession(
   session: OpenedSession,
   command: string,
   args: readonly string[],
-  options: { env: Readonly<Record<string, string | undefined>>; cwd?: string },
+  options: {
+    env: Readonly<Record<string, string | undefined>>;
+    cwd?: string;
+    /** Further variables the tool must not see; see {@link childEnvironment}. */
+    withhold?: readonly string[];
+  },
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       stdio: "inherit",
-      env: childEnvironment(options.env, session),
+      env: childEnvironment(options.env, session, options.withhold),
       ...(options.cwd ? { cwd: options.cwd } : {}),
     });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);

@@ -1,2 +1,3 @@
+export * from "./ci-identity.js";
 export * from "./client.js";
 export * from "./exec.js";

@@ -10,9 +10,11 @@ import { describe, test } from "node:test";
 import { EMPTY_TAIL, verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
 import type {
   AgentRecord,
+  ApiKeyRecord,
   AuditRecord,
   EventKind,
   NewEvent,
+  Page,
   SessionFilter,
   SessionRecord,
   SessionStatus,
@@ -54,7 +56,8 @@ function sessionId(ms: number): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7${hex.slice(13, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
-function makeSession(overrides: Partial<SessionRecord> = {}): SessionRecord {
+/** A session as the control plane stores one, created at `overrides.createdAt` (default T0). */
+export function makeSession(overrides: Partial<SessionRecord> = {}): SessionRecord {
   const createdAt = overrides.createdAt ?? T0;
   return {
     id: sessionId(createdAt),
@@ -127,38 +130,52 @@ function assertChainValid(events: StoredEvent[]): void {
   assert.equal(tail.count, events.length);
 }
 
+/**
+ * Ids of every item of a listing, following nextCursor to the end; `list`
+ * fetches the page at a cursor (undefined: the first page) of `limit` items.
+ */
+async function listEveryPage(
+  limit: number,
+  list: (cursor: string | undefined) => Promise<Page<{ id: string }>>,
+): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await list(cursor);
+    assert.ok(page.items.length <= limit, "a page holds more than limit items");
+    // "null on the last page": a cursor is offered only when more items follow.
+    if (cursor !== undefined)
+      assert.ok(page.items.length > 0, "the previous page offered a cursor to nothing");
+    ids.push(...page.items.map((item) => item.id));
+    if (page.nextCursor === null) return ids;
+    cursor = page.nextCursor;
+  }
+}
+
 /** Ids of every session a filter selects, following nextCursor to the end. */
-async function listAll(store: Store, filter: Omit<SessionFilter, "cursor">): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const page = await store.listSessions(cursor === undefined ? filter : { ...filter, cursor });
-    assert.ok(page.items.length <= filter.limit, "a page holds more than limit sessions");
-    // "null on the last page": a cursor is offered only when more sessions follow.
-    if (cursor !== undefined)
-      assert.ok(page.items.length > 0, "the previous page offered a cursor to nothing");
-    ids.push(...page.items.map((s) => s.id));
-    if (page.nextCursor === null) return ids;
-    cursor = page.nextCursor;
-  }
+function listAll(store: Store, filter: Omit<SessionFilter, "cursor">): Promise<string[]> {
+  return listEveryPage(filter.limit, (cursor) =>
+    store.listSessions(cursor === undefined ? filter : { ...filter, cursor }),
+  );
 }
 
-/** Ids of every audit entry, newest first, following nextCursor to the end. */
-async function listAllAudit(store: Store, limit: number): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const page = await store.listAudit(cursor === undefined ? { limit } : { limit, cursor });
-    assert.ok(page.items.length <= limit, "a page holds more than limit entries");
-    if (cursor !== undefined)
-      assert.ok(page.items.length > 0, "the previous page offered a cursor to nothing");
-    ids.push(...page.items.map((entry) => entry.id));
-    if (page.nextCursor === null) return ids;
-    cursor = page.nextCursor;
-  }
+/**
+ * A newest-first listing paged by keyset with no filter but the page, as the
+ * audit log and API keys have: the tests of its order and paging are shared.
+ */
+interface KeysetListing<T extends { id: string }> {
+  /** What is listed, in the plural, for test names. */
+  plural: string;
+  /** The `n`th item of a fixture, sorting at `time`; `n` varies the fields that may vary. */
+  make: (time: number, n: number) => T;
+  /** The time the listing sorts by. */
+  time: (item: T) => number;
+  add: (store: Store, item: T) => Promise<void>;
+  list: (store: Store, filter: { limit: number; cursor?: string }) => Promise<Page<T>>;
 }
 
-function makeAudit(at: number, overrides: Partial<AuditRecord> = {}): AuditRecord {
+/** An audit entry at `at`, with details whose keys a MongoDB field name could not hold. */
+export function makeAudit(at: number, overrides: Partial<AuditRecord> = {}): AuditRecord {
   return {
     id: sessionId(at),
     at,
@@ -170,11 +187,38 @@ function makeAudit(at: number, overrides: Partial<AuditRecord> = {}): AuditRecor
   };
 }
 
+/** An API key made at `createdAt`, with a fresh key hash. */
+export function makeApiKey(createdAt: number, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return {
+    id: sessionId(createdAt),
+    name: "release pipeline",
+    role: "approver",
+    kind: "api-key",
+    keyHash: createHash("sha256").update(randomBytes(32)).digest("hex"),
+    createdBy: "https://login.example.com#admin-7",
+    createdAt,
+    expiresAt: null,
+    revokedAt: null,
+    lastUsedAt: null,
+    ...overrides,
+  };
+}
+
+/** Ids newest first by `time`, ties broken by id, as keyset listings order them. */
+function newestFirstBy<T extends { id: string }>(items: T[], time: (item: T) => number): string[] {
+  return [...items]
+    .sort((a, b) => time(b) - time(a) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+    .map((item) => item.id);
+}
+
 /** Newest first, ties broken by id, as listSessions orders them. */
 function newestFirst(sessions: SessionRecord[]): string[] {
-  return [...sessions]
-    .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
-    .map((s) => s.id);
+  return newestFirstBy(sessions, (s) => s.createdAt);
+}
+
+/** A refusal that blames the caller. */
+function isInvalidRequest(error: unknown): boolean {
+  return isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST";
 }
 
 function statusAt(session: SessionRecord, now: number): SessionStatus {
@@ -212,6 +256,61 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
       await current?.close();
       await fixture.cleanup();
     }
+  }
+
+  /** The order and paging tests of a keyset listing, registered in the current describe block. */
+  function keysetListingTests<T extends { id: string }>(listing: KeysetListing<T>): void {
+    const { plural, make, time, add, list } = listing;
+    const listAllOf = (store: Store, limit: number) =>
+      listEveryPage(limit, (cursor) => list(store, cursor === undefined ? { limit } : { limit, cursor }));
+
+    test(`${plural} list newest first, ties broken by id, and pages visit each one once`, () =>
+      withStore(async ({ store }) => {
+        // Three share each time, so the id must break ties for the pages to
+        // neither repeat nor skip one.
+        const items = Array.from({ length: 125 }, (_, i) => make(T0 + Math.floor(i / 3) * 1000, i));
+        for (const item of [...items].sort(() => Math.random() - 0.5)) await add(store, item);
+        const expected = newestFirstBy(items, time);
+        const first = await list(store, { limit: 10 });
+        assert.deepEqual(
+          first.items,
+          expected.slice(0, 10).map((id) => items.find((item) => item.id === id)),
+          `${plural} read back exactly`,
+        );
+        // 25 fills the last page exactly: that page must still say it is the last.
+        for (const limit of [10, 25, 1000]) {
+          assert.deepEqual(await listAllOf(store, limit), expected, `pages of ${limit}`);
+        }
+      }));
+
+    test(`page boundaries hold while newer ${plural} are added`, () =>
+      withStore(async ({ store }) => {
+        // A cursor holds the last key returned, not an offset: what is added at
+        // the top while a caller pages neither shifts nor repeats later pages.
+        const items = Array.from({ length: 20 }, (_, i) => make(T0 + i * 1000, i));
+        for (const item of items) await add(store, item);
+        let added = 0;
+        const ids = await listEveryPage(5, async (cursor) => {
+          if (cursor === undefined) return list(store, { limit: 5 });
+          added += 1;
+          await add(store, make(T0 + HOUR + added * 1000, added));
+          return list(store, { limit: 5, cursor });
+        });
+        assert.equal(added, 3, "the walk took four pages");
+        assert.deepEqual(ids, newestFirstBy(items, time));
+      }));
+
+    test("a cursor or limit the store did not issue is refused as a caller error", () =>
+      withStore(async ({ store }) => {
+        await add(store, make(T0, 0));
+        for (const cursor of ["not-a-cursor", "", "eyJ4IjoxfQ"]) {
+          await assert.rejects(list(store, { limit: 10, cursor }), isInvalidRequest, `cursor ${cursor}`);
+        }
+        for (const limit of [0, -1, 1.5, Number.NaN]) {
+          await assert.rejects(list(store, { limit }), isInvalidRequest, `limit ${limit}`);
+        }
+        assert.equal((await list(store, { limit: 10 })).items.length, 1);
+      }));
   }
 
   describe(`Store compliance: ${name}`, () => {
@@ -866,44 +965,13 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
     });
 
     describe("audit log", () => {
-      test("entries list newest first, ties broken by id, and pages visit every entry once", () =>
-        withStore(async ({ store }) => {
-          // Three entries share each time, so the id must break ties for the pages
-          // to neither repeat nor skip an entry.
-          const entries = Array.from({ length: 125 }, (_, i) =>
-            makeAudit(T0 + Math.floor(i / 3) * 1000, i % 4 === 0 ? { target: null } : {}),
-          );
-          for (const e of [...entries].sort(() => Math.random() - 0.5)) await store.appendAudit(e);
-          const expected = [...entries]
-            .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
-            .map((e) => e.id);
-          const first = await store.listAudit({ limit: 10 });
-          assert.deepEqual(
-            first.items,
-            expected.slice(0, 10).map((id) => entries.find((e) => e.id === id)),
-            "entries read back exactly",
-          );
-          assert.deepEqual(await listAllAudit(store, 10), expected);
-          assert.deepEqual(await listAllAudit(store, 25), expected);
-          assert.deepEqual(await listAllAudit(store, 1000), expected);
-        }));
-
-      test("a page boundary holds while newer entries are appended", () =>
-        withStore(async ({ store }) => {
-          const entries = Array.from({ length: 20 }, (_, i) => makeAudit(T0 + i * 1000));
-          for (const e of entries) await store.appendAudit(e);
-          const first = await store.listAudit({ limit: 5 });
-          assert.ok(first.nextCursor);
-          await store.appendAudit(makeAudit(T0 + HOUR));
-          const second = await store.listAudit({ limit: 5, cursor: first.nextCursor });
-          assert.deepEqual(
-            second.items.map((e) => e.id),
-            entries
-              .slice(10, 15)
-              .reverse()
-              .map((e) => e.id),
-          );
-        }));
+      keysetListingTests({
+        plural: "entries",
+        make: (at, n) => makeAudit(at, n % 4 === 0 ? { target: null } : {}),
+        time: (entry) => entry.at,
+        add: (store, entry) => store.appendAudit(entry),
+        list: (store, filter) => store.listAudit(filter),
+      });
 
       test("an audit entry id stored twice is refused and the first entry stays", () =>
         withStore(async ({ store }) => {
@@ -912,23 +980,149 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           await store.appendAudit(entry);
           await assert.rejects(
             store.appendAudit({ ...entry, actor: "intruder", action: "agent.revoke" }),
-            (error: unknown) => isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST",
+            isInvalidRequest,
           );
           assert.deepEqual((await store.listAudit({ limit: 10 })).items, [entry]);
         }));
+    });
 
-      test("a cursor or limit the store did not issue is refused as a caller error", () =>
+    describe("API keys", () => {
+      const roles = ["admin", "approver", "auditor"] as const;
+      keysetListingTests({
+        plural: "API keys",
+        make: (createdAt, n) =>
+          makeApiKey(createdAt, {
+            role: roles[n % 3] ?? "admin",
+            kind: n % 2 === 0 ? "api-key" : "login",
+            expiresAt: n % 4 === 0 ? createdAt + HOUR : null,
+            revokedAt: n % 5 === 0 ? createdAt + MINUTE : null,
+            lastUsedAt: n % 3 === 1 ? createdAt + 2 * MINUTE : null,
+          }),
+        time: (key) => key.createdAt,
+        add: (store, key) => store.insertApiKey(key),
+        list: (store, filter) => store.listApiKeys(filter),
+      });
+
+      test("a key reads back exactly by id and by key hash; unknown ones read as null", () =>
         withStore(async ({ store }) => {
-          await store.appendAudit(makeAudit(T0));
-          const refused = (error: unknown) =>
-            isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST";
-          for (const cursor of ["not-a-cursor", "", "eyJ4IjoxfQ"]) {
-            await assert.rejects(store.listAudit({ limit: 10, cursor }), refused, `cursor ${cursor}`);
+          const automation = makeApiKey(T0, { role: "auditor", createdBy: "bootstrap-admin" });
+          const login = makeApiKey(T0 + MINUTE, {
+            name: "https://login.example.com#admin-7",
+            role: "admin",
+            kind: "login",
+            expiresAt: T0 + 9 * HOUR,
+            lastUsedAt: T0 + 2 * MINUTE,
+          });
+          await store.insertApiKey(automation);
+          await store.insertApiKey(login);
+          for (const key of [automation, login]) {
+            assert.deepEqual(await store.getApiKey(key.id), key);
+            assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
           }
-          for (const limit of [0, -1, 1.5, Number.NaN]) {
-            await assert.rejects(store.listAudit({ limit }), refused, `limit ${limit}`);
+          assert.equal(await store.getApiKey(sessionId(T0)), null);
+          assert.equal(await store.findApiKeyByHash("0".repeat(64)), null);
+        }));
+
+      test("an id or key hash stored before is refused, and the first key stays", () =>
+        withStore(async ({ store }) => {
+          // A key must identify one record, or revoking it would leave a twin that still works.
+          const key = makeApiKey(T0);
+          await store.insertApiKey(key);
+          await assert.rejects(
+            store.insertApiKey(makeApiKey(T0 + MINUTE, { id: key.id, role: "admin" })),
+            isInvalidRequest,
+          );
+          const twin = makeApiKey(T0 + MINUTE, { keyHash: key.keyHash, role: "admin" });
+          await assert.rejects(store.insertApiKey(twin), isInvalidRequest);
+          assert.deepEqual(await store.getApiKey(key.id), key);
+          assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
+          assert.equal(await store.getApiKey(twin.id), null);
+          assert.deepEqual((await store.listApiKeys({ limit: 10 })).items, [key]);
+        }));
+
+      test("of two replicas storing keys with one hash at once, exactly one succeeds", () =>
+        withStore(async ({ store, openAnother }) => {
+          // Both may find no clash before either writes; the store must still keep only one.
+          const other = await openAnother();
+          const rounds = Array.from({ length: 10 }, (_, i) => {
+            const first = makeApiKey(T0 + i);
+            return [first, makeApiKey(T0 + i, { keyHash: first.keyHash })] as const;
+          });
+          const results = await Promise.all(
+            rounds.map(([a, b]) => Promise.allSettled([store.insertApiKey(a), other.insertApiKey(b)])),
+          );
+          for (const [i, settled] of results.entries()) {
+            const stored = settled.filter((r) => r.status === "fulfilled").length;
+            assert.equal(stored, 1, `round ${i}: ${stored} keys stored with one hash`);
+            for (const r of settled) if (r.status === "rejected") assert.ok(isInvalidRequest(r.reason));
           }
-          assert.equal((await store.listAudit({ limit: 10 })).items.length, 1);
+          assert.equal((await store.listApiKeys({ limit: 100 })).items.length, rounds.length);
+        }));
+
+      test("revoking records when, once: revoking again keeps the first time; an unknown key is null", () =>
+        withStore(async ({ store }) => {
+          const key = makeApiKey(T0);
+          const other = makeApiKey(T0 + 1);
+          await store.insertApiKey(key);
+          await store.insertApiKey(other);
+          const revoked = { ...key, revokedAt: T0 + HOUR };
+          assert.deepEqual(await store.revokeApiKey(key.id, T0 + HOUR), revoked);
+          // A later revocation (an admin repeating it, another replica) must not move the
+          // time the key stopped working.
+          assert.deepEqual(await store.revokeApiKey(key.id, T0 + 2 * HOUR), revoked);
+          assert.deepEqual(await store.findApiKeyByHash(key.keyHash), revoked);
+          assert.deepEqual(await store.getApiKey(other.id), other);
+          assert.equal(await store.revokeApiKey(sessionId(T0), T0), null);
+        }));
+
+      test("a use moves lastUsedAt forward only; a use of an unknown key stores nothing", () =>
+        withStore(async ({ store }) => {
+          const key = makeApiKey(T0);
+          await store.insertApiKey(key);
+          await store.touchApiKey(key.id, T0 + 2 * MINUTE);
+          // A use reported late, by a slower replica, must not hide the later one.
+          await store.touchApiKey(key.id, T0 + MINUTE);
+          assert.deepEqual(await store.getApiKey(key.id), { ...key, lastUsedAt: T0 + 2 * MINUTE });
+          await store.touchApiKey(key.id, T0 + 3 * MINUTE);
+          assert.deepEqual(await store.findApiKeyByHash(key.keyHash), {
+            ...key,
+            lastUsedAt: T0 + 3 * MINUTE,
+          });
+          // Recording a use changes nothing else about the key, a revoked one included.
+          const revoked = await store.revokeApiKey(key.id, T0 + HOUR);
+          await store.touchApiKey(key.id, T0 + 2 * HOUR);
+          assert.deepEqual(await store.getApiKey(key.id), { ...revoked, lastUsedAt: T0 + 2 * HOUR });
+          const unknown = sessionId(T0);
+          await store.touchApiKey(unknown, T0);
+          assert.equal(await store.getApiKey(unknown), null);
+          assert.equal((await store.listApiKeys({ limit: 10 })).items.length, 1);
+        }));
+
+      test("keys, their revocations and their uses survive closing and reopening the store", () =>
+        withStore(async ({ store, closeAndReopen }) => {
+          const login = makeApiKey(T0, { kind: "login", role: "admin", expiresAt: T0 + HOUR });
+          const auditor = makeApiKey(T0 + 1000, { role: "auditor" });
+          const approver = makeApiKey(T0 + 2000);
+          for (const key of [login, auditor, approver]) await store.insertApiKey(key);
+          await store.revokeApiKey(login.id, T0 + MINUTE);
+          await store.touchApiKey(auditor.id, T0 + 2 * MINUTE);
+          const first = await store.listApiKeys({ limit: 2 });
+          assert.ok(first.nextCursor);
+
+          const again = await closeAndReopen();
+          assert.deepEqual(await again.listApiKeys({ limit: 2 }), first);
+          assert.deepEqual(first.items, [approver, { ...auditor, lastUsedAt: T0 + 2 * MINUTE }]);
+          // A cursor issued before the restart still continues the listing.
+          assert.deepEqual(await again.listApiKeys({ limit: 2, cursor: first.nextCursor }), {
+            items: [{ ...login, revokedAt: T0 + MINUTE }],
+            nextCursor: null,
+          });
+          assert.deepEqual(await again.findApiKeyByHash(login.keyHash), { ...login, revokedAt: T0 + MINUTE });
+          // Uses and revocations recorded after the restart still follow the same rules.
+          await again.touchApiKey(auditor.id, T0 + MINUTE);
+          await again.revokeApiKey(login.id, T0 + HOUR);
+          assert.equal((await again.getApiKey(auditor.id))?.lastUsedAt, T0 + 2 * MINUTE);
+          assert.equal((await again.getApiKey(login.id))?.revokedAt, T0 + MINUTE);
         }));
     });
 

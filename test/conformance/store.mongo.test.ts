@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { MONGO_SCHEMA_VERSION } from "@gatehouse/control-plane/store/mongo/schema.js";
 import { MongoStore } from "@gatehouse/control-plane/store/mongo/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
+import { MongoClient } from "mongodb";
 import { type MongoServer, startMongoServer } from "../support/mongo-server.js";
-import { storeSuite } from "./store-suite.js";
+import { makeApiKey, storeSuite } from "./store-suite.js";
 
 // One server for the file (FerretDB, or MONGODB_URI); each test gets a database of its own.
 let server: MongoServer;
@@ -61,5 +63,72 @@ describe("MongoStore: connection strings and unreachable servers", () => {
     await store.close();
     await assert.rejects(store.ping(), refused("GATE_STORE_UNAVAILABLE"));
     await server.dropDatabase(database);
+  });
+});
+
+describe("MongoStore: schema versions", () => {
+  /** Runs `work` with a driver client of the test's own, as an operator's shell would reach the database. */
+  async function withClient(work: (client: MongoClient) => Promise<void>): Promise<void> {
+    const client = new MongoClient(server.uri);
+    try {
+      await work(client);
+    } finally {
+      await client.close();
+    }
+  }
+
+  const meta = (client: MongoClient, database: string) =>
+    client.db(database).collection<{ _id: string; value: number }>("meta");
+  const schemaVersion = (client: MongoClient, database: string) =>
+    meta(client, database).findOne({ _id: "schema_version" });
+  const setSchemaVersion = (client: MongoClient, database: string, value: number) =>
+    meta(client, database).updateOne({ _id: "schema_version" }, { $set: { value } });
+
+  test("a database of schema version 1 opens, gains the api_keys indexes, and takes keys", async () => {
+    // Version 2 added API keys: a database kept from before upgrades in place when a store opens it.
+    const database = server.uniqueDatabase();
+    await (await MongoStore.open({ uri: server.uri, database })).close();
+    await withClient(async (client) => {
+      await client.db(database).collection("api_keys").drop();
+      await setSchemaVersion(client, database, 1);
+    });
+    const store = await MongoStore.open({ uri: server.uri, database });
+    try {
+      const key = makeApiKey(Date.now());
+      await store.insertApiKey(key);
+      assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
+      await withClient(async (client) => {
+        const indexes = await client.db(database).collection("api_keys").listIndexes().toArray();
+        const byName = new Map(indexes.map((index) => [index.name, index]));
+        assert.deepEqual(byName.get("api_keys_by_hash")?.key, { keyHash: 1 });
+        assert.equal(byName.get("api_keys_by_hash")?.unique, true);
+        assert.deepEqual(byName.get("api_keys_by_time")?.key, { createdAt: -1, _id: -1 });
+        assert.equal((await schemaVersion(client, database))?.value, MONGO_SCHEMA_VERSION);
+      });
+    } finally {
+      await store.close();
+      await server.dropDatabase(database);
+    }
+  });
+
+  test("a database of a newer schema version is refused and left as it was", async () => {
+    // An older release must not write into a layout it does not know.
+    const database = server.uniqueDatabase();
+    await (await MongoStore.open({ uri: server.uri, database })).close();
+    try {
+      await withClient(async (client) => {
+        await setSchemaVersion(client, database, MONGO_SCHEMA_VERSION + 1);
+        await assert.rejects(
+          MongoStore.open({ uri: server.uri, database }),
+          (error: unknown) =>
+            isGatehouseError(error) &&
+            error.code === "GATE_STORE_UNAVAILABLE" &&
+            error.message.includes("newer than this release understands"),
+        );
+        assert.equal((await schemaVersion(client, database))?.value, MONGO_SCHEMA_VERSION + 1);
+      });
+    } finally {
+      await server.dropDatabase(database);
+    }
   });
 });

@@ -10,7 +10,7 @@ import { SCHEMA_VERSION } from "@gatehouse/control-plane/store/sqlite/schema.js"
 import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
-import { storeSuite } from "./store-suite.js";
+import { makeApiKey, makeAudit, makeSession, storeSuite } from "./store-suite.js";
 
 /**
  * Runs a separate Node process that opens the store at `path`, appends
@@ -51,6 +51,16 @@ async function appendInChild(options: {
   );
   const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
   return { code, signal };
+}
+
+/** The schema version a store file is marked with, read without opening it as a store. */
+function userVersion(path: string): number {
+  const db = new Database(path);
+  try {
+    return (db.prepare("PRAGMA user_version").get([]) as { user_version: number }).user_version;
+  } finally {
+    db.close();
+  }
 }
 
 storeSuite("sqlite", async () => {
@@ -145,10 +155,7 @@ describe("SqliteStore: files, processes and crashes", () => {
       } finally {
         await store.close();
       }
-      const check = new Database(path);
-      const version = check.prepare("PRAGMA user_version").get([]) as { user_version: number };
-      assert.equal(version.user_version, SCHEMA_VERSION, "the file is marked as the current version");
-      check.close();
+      assert.equal(userVersion(path), SCHEMA_VERSION, "the file is marked as the current version");
     }));
 
   test("signing keys kept in the store by older versions are dropped from it", () =>
@@ -171,6 +178,63 @@ describe("SqliteStore: files, processes and crashes", () => {
       const tables = check.prepare("SELECT name FROM sqlite_schema WHERE name = 'signing_keys'").all([]);
       check.close();
       assert.deepEqual(tables, []);
+    }));
+
+  test("a file written by schema version 4 opens with its records, and gains the api_keys table", () =>
+    inTempDir(async (dir) => {
+      // Version 5 added API keys: a store kept from before must upgrade in place, keeping
+      // its sessions and audit log, and take keys from then on.
+      const path = join(dir, "gatehouse.db");
+      const first = await SqliteStore.open({ path });
+      const session = makeSession();
+      const entry = makeAudit(session.createdAt);
+      await first.insertSession(session);
+      await first.appendAudit(entry);
+      await first.close();
+      // The same file as version 4 left it: no api_keys table or its indexes.
+      const raw = new Database(path);
+      raw.exec("DROP TABLE api_keys; PRAGMA user_version = 4;");
+      raw.close();
+
+      const store = await SqliteStore.open({ path });
+      try {
+        assert.deepEqual(await store.getSession(session.id), session);
+        assert.deepEqual((await store.listAudit({ limit: 10 })).items, [entry]);
+        const key = makeApiKey(session.createdAt);
+        await store.insertApiKey(key);
+        assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
+        await assert.rejects(
+          store.insertApiKey({ ...key, id: "k-2" }),
+          (error: unknown) => isGatehouseError(error) && error.code === "GATE_INVALID_REQUEST",
+          "the key hash is unique in an upgraded file too",
+        );
+      } finally {
+        await store.close();
+      }
+      assert.equal(userVersion(path), SCHEMA_VERSION);
+      const check = new Database(path);
+      const indexes = check
+        .prepare(
+          "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'api_keys' ORDER BY name",
+        )
+        .all([]) as Array<{ name: string }>;
+      check.close();
+      assert.deepEqual(
+        indexes.map((index) => index.name).filter((name) => !name.startsWith("sqlite_autoindex")),
+        ["api_keys_by_hash", "api_keys_by_time"],
+      );
+    }));
+
+  test("a file of a newer schema version is refused, with the path named, and left as it was", () =>
+    inTempDir(async (dir) => {
+      // An older release must not write into a layout it does not know.
+      const path = join(dir, "gatehouse.db");
+      await (await SqliteStore.open({ path })).close();
+      const raw = new Database(path);
+      raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1};`);
+      raw.close();
+      await assert.rejects(SqliteStore.open({ path }), unavailableNaming(path));
+      assert.equal(userVersion(path), SCHEMA_VERSION + 1);
     }));
 
   test("a closed store refuses calls as unavailable", () =>

@@ -254,7 +254,11 @@ describe("REST API", { timeout }, () => {
       const session = await getSession(opened.id);
       assert.equal(session.status, "open");
       assert.deepEqual(session.labels, { pipeline: "build-42" });
-      assert.deepEqual(session.subject, { kind: "api-key", id: "bootstrap-admin", claims: {} });
+      assert.deepEqual(session.subject, {
+        kind: "api-key",
+        id: "bootstrap-admin",
+        claims: { name: "GATEHOUSE_ADMIN_TOKEN" },
+      });
     });
 
     test("ttlSeconds is honoured up to sessions.maxTtlSeconds and capped there", async () => {

@@ -1,8 +1,10 @@
 /** Configuration is validated at start-up with messages that name the key and what to do. */
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { describe, test } from "node:test";
 import { agentConfigSchema } from "@gatehouse/agent/config.js";
 import { controlPlaneConfigSchema } from "@gatehouse/control-plane/config.js";
+import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
 const problems = (schema: z.ZodType, input: unknown) => {
@@ -72,5 +74,57 @@ describe("configuration", () => {
       agentConfigSchema.safeParse({ controlPlane: { address: "10.0.0.5:7071" } }).success,
       "plaintext is fine",
     );
+  });
+
+  test("the identity example is a valid configuration", async () => {
+    const text = await readFile(
+      new URL("../../../examples/control-plane-identity.yaml", import.meta.url),
+      "utf8",
+    );
+    const config = controlPlaneConfigSchema.parse(parseYaml(text));
+    assert.deepEqual(
+      config.identity.providers.map((p) => p.name),
+      ["github", "azure-pipelines", "entra", "gitlab"],
+    );
+  });
+
+  test("identity providers: plain http only on loopback, rules only for configured connections", () => {
+    const provider = (issuer: string, connections: string[]) => ({
+      name: "ci",
+      issuer,
+      audience: "gatehouse",
+      rules: [{ match: { repository: "contoso/*" }, connections }],
+    });
+    assert.doesNotThrow(() =>
+      controlPlaneConfigSchema.parse({
+        connections: [connection],
+        identity: { providers: [provider("http://127.0.0.1:8080", ["claude"])] },
+      }),
+    );
+    const http = problems(controlPlaneConfigSchema, {
+      connections: [connection],
+      identity: { providers: [provider("http://issuer.internal", ["claude"])] },
+    });
+    assert.match(
+      http,
+      /plain http is allowed only for 127\.0\.0\.1, localhost or \[::1\][\s\S]*identity\.providers\[0\]\.issuer/,
+    );
+    const unknown = problems(controlPlaneConfigSchema, {
+      connections: [connection],
+      identity: { providers: [provider("https://token.actions.githubusercontent.com", ["clade"])] },
+    });
+    assert.match(
+      unknown,
+      /no connection is named 'clade'; known: claude[\s\S]*identity\.providers\[0\]\.rules\[0\]\.connections\[0\]/,
+    );
+    const empty = problems(controlPlaneConfigSchema, {
+      connections: [connection],
+      identity: {
+        providers: [
+          { ...provider("https://gitlab.com", ["claude"]), rules: [{ match: {}, connections: ["claude"] }] },
+        ],
+      },
+    });
+    assert.match(empty, /a rule must match at least one claim/);
   });
 });

@@ -10,7 +10,8 @@ import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 import { AgentRegistry } from "@gatehouse/control-plane/agents/registry.js";
 import { type ApiDeps, createApi } from "@gatehouse/control-plane/api/app.js";
-import { ApiKeyAuthenticator } from "@gatehouse/control-plane/identity/principals.js";
+import type { AuditLog } from "@gatehouse/control-plane/audit/log.js";
+import { ApiKeys } from "@gatehouse/control-plane/identity/api-keys.js";
 import { createControlPlaneMetrics } from "@gatehouse/control-plane/metrics.js";
 import { chainEvents, EMPTY_TAIL } from "@gatehouse/control-plane/sessions/chain.js";
 import type { SessionService } from "@gatehouse/control-plane/sessions/service.js";
@@ -56,7 +57,13 @@ before(async () => {
   const registry = new Registry();
   const deps = {
     sessions,
-    auth: new ApiKeyAuthenticator("admin-token"),
+    apiKeys: new ApiKeys({
+      store: {} as never,
+      audit: {} as AuditLog,
+      bootstrapAdminToken: "admin-token",
+      logger: pino({ level: "silent" }),
+      now: Date.now,
+    }),
     registry,
     metrics: createControlPlaneMetrics(registry, new AgentRegistry()),
     logger: pino({ level: "silent" }),

@@ -48,8 +48,11 @@ function tokenKey(key: { kid: string; jwkJson: string }): JWK {
   return jwk as JWK;
 }
 
-/** `revoked` carries the ids of sessions whose tokens are refused from now on. */
-export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]] }> {
+/**
+ * `revoked` carries the ids of sessions whose tokens are refused from now on;
+ * `configured` follows each new set of keys and revocations from the control plane.
+ */
+export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]]; configured: [] }> {
   private keySet: ReturnType<typeof createLocalJWKSet> | null = null;
   private readonly verified = new Map<string, SessionClaims>();
   private readonly revoked = new Map<string, number>();
@@ -72,6 +75,7 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
     this.verified.clear();
     this.revoked.clear();
     this.revoke(config.revoked);
+    this.emit("configured");
   }
 
   revoke(sessions: readonly RevokedSession__Output[]): void {

@@ -11,19 +11,22 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { AgentAccounts } from "../agents/accounts.js";
 import type { AuditLog } from "../audit/log.js";
-import type { ApiKeyAuthenticator, Principal } from "../identity/principals.js";
+import type { ApiKeys, Principal } from "../identity/api-keys.js";
+import type { RunnerIdentities } from "../identity/runner-identity.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionFeed } from "../sessions/feed.js";
 import { type SessionService, sessionStatus } from "../sessions/service.js";
 import { sessionSummary, sessionView } from "../sessions/view.js";
-import type { AgentRecord, StoredEvent } from "../store/types.js";
+import type { AgentRecord, ApiKeyRecord, StoredEvent, Subject } from "../store/types.js";
 import { iso, isoOrNull } from "../time.js";
-import { requireRole } from "./auth.js";
+import { bearerOf, looksLikeJwt, principalWithRole, requireRole } from "./auth.js";
 import { errorMiddleware } from "./errors.js";
+import { addSignInRoutes, type SignInRouteDeps } from "./login.js";
 import { openApiDocument } from "./openapi.js";
 import {
   createAgentBody,
+  createApiKeyBody,
   eventsQuery,
   listAuditQuery,
   listSessionsQuery,
@@ -37,7 +40,10 @@ export interface ApiDeps {
   accounts: AgentAccounts;
   audit: AuditLog;
   keys: SigningKeys;
-  auth: ApiKeyAuthenticator;
+  apiKeys: ApiKeys;
+  runners: RunnerIdentities;
+  /** People's sign-in through OIDC; undefined when `identity.admin` is not configured. */
+  signIn?: SignInRouteDeps | undefined;
   feed: SessionFeed;
   registry: Registry;
   metrics: ControlPlaneMetrics;
@@ -59,12 +65,34 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * The id in a record's path. Records are named by UUIDs; anything else names
  * none, and is not repeated in the error, as it may be a token pasted in the wrong place.
  */
-function recordId(id: string | undefined, what: "session" | "agent"): string {
+function recordId(id: string | undefined, what: "session" | "agent" | "api-key"): string {
   if (id !== undefined && UUID.test(id)) return id;
   throw new GatehouseError(
     "GATE_NOT_FOUND",
     `no ${what} has that id; ${what} ids are UUIDs, as GET /v1/${what}s lists them`,
   );
+}
+
+/** An API key as the API shows it: never the key or its hash. */
+function apiKeyJson(key: ApiKeyRecord, now: number) {
+  const status =
+    key.revokedAt !== null
+      ? "revoked"
+      : key.expiresAt !== null && key.expiresAt <= now
+        ? "expired"
+        : "active";
+  return {
+    id: key.id,
+    name: key.name,
+    role: key.role,
+    kind: key.kind,
+    status,
+    createdBy: key.createdBy,
+    createdAt: iso(key.createdAt),
+    expiresAt: isoOrNull(key.expiresAt),
+    revokedAt: isoOrNull(key.revokedAt),
+    lastUsedAt: isoOrNull(key.lastUsedAt),
+  };
 }
 
 /** An agent account as the API shows it: no token hash, times as ISO 8601. */
@@ -102,11 +130,13 @@ function eventLine(e: StoredEvent): string {
 }
 
 export function createApi(deps: ApiDeps): Koa {
-  const { sessions, accounts, auth, now } = deps;
+  const { sessions, accounts, apiKeys, runners, now } = deps;
   const app = new Koa({ proxy: false });
   const router = new Router();
-  const anyReader = requireRole(auth, "admin", "auditor");
-  const admin = requireRole(auth, "admin");
+  // Approvers read sessions to judge what they are asked to approve; only admins change things.
+  const sessionReader = requireRole(apiKeys, "admin", "auditor", "approver");
+  const anyReader = requireRole(apiKeys, "admin", "auditor");
+  const admin = requireRole(apiKeys, "admin");
 
   router.get("/healthz", (ctx) => {
     ctx.body = { status: "ok" };
@@ -128,10 +158,27 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { keys: deps.keys.publicJwks };
   });
 
-  router.post("/v1/sessions", admin, async (ctx) => {
+  // A CI runner opens a session with its platform's OIDC token; an admin key may open one too.
+  router.post("/v1/sessions", async (ctx) => {
+    const bearer = bearerOf(ctx);
     const body = parse(openSessionBody, ctx.request.body, "session request");
-    const principal = ctx.state.principal as Principal;
-    const opened = await sessions.open({ kind: principal.kind, id: principal.id, claims: {} }, body);
+    let subject: Subject;
+    let scope: { maxTtlSeconds?: number | undefined; labels?: Readonly<Record<string, string>> } = {};
+    if (looksLikeJwt(bearer)) {
+      if (!runners.configured) {
+        throw new GatehouseError(
+          "GATE_TOKEN_INVALID",
+          "this control plane accepts no runner tokens (identity.providers is empty); use an API key, or configure a provider",
+        );
+      }
+      const grant = await runners.authorize(bearer, body.connection);
+      subject = grant.subject;
+      scope = grant;
+    } else {
+      const principal = await principalWithRole(apiKeys, bearer, ["admin"]);
+      subject = { kind: "api-key", id: principal.id, claims: { name: principal.name } };
+    }
+    const opened = await sessions.open(subject, body, scope);
     ctx.status = 201;
     ctx.body = {
       id: opened.session.id,
@@ -141,7 +188,7 @@ export function createApi(deps: ApiDeps): Koa {
       proxyUrl: opened.proxyUrl,
     };
   });
-  router.get("/v1/sessions", anyReader, async (ctx) => {
+  router.get("/v1/sessions", sessionReader, async (ctx) => {
     const q = parse(listSessionsQuery, ctx.query, "query");
     const page = await sessions.list({
       connection: q.connection,
@@ -153,7 +200,7 @@ export function createApi(deps: ApiDeps): Koa {
     const at = now();
     ctx.body = { items: page.items.map((s) => sessionSummary(s, at)), nextCursor: page.nextCursor };
   });
-  router.get("/v1/sessions/:id", anyReader, async (ctx) => {
+  router.get("/v1/sessions/:id", sessionReader, async (ctx) => {
     const q = parse(sessionQuery, ctx.query, "query");
     const session = await sessions.get(recordId(ctx.params.id, "session"));
     if (q.view === "summary") {
@@ -179,11 +226,26 @@ export function createApi(deps: ApiDeps): Koa {
     }
     ctx.body = sessionView(session, events, now());
   });
-  router.delete("/v1/sessions/:id", admin, async (ctx) => {
-    const principal = ctx.state.principal as Principal;
-    ctx.body = sessionSummary(await sessions.close(principal.id, recordId(ctx.params.id, "session")), now());
+  // An admin may close any session; a session's own token may close it (how `gatehouse exec` ends one).
+  router.delete("/v1/sessions/:id", async (ctx) => {
+    const bearer = bearerOf(ctx);
+    const id = recordId(ctx.params.id, "session");
+    let actor: string;
+    if (looksLikeJwt(bearer)) {
+      const token = await deps.keys.readSessionToken(bearer);
+      if (token.sessionId !== id) {
+        throw new GatehouseError(
+          "GATE_FORBIDDEN",
+          "a session token may close only its own session; use an admin API key to close others",
+        );
+      }
+      actor = token.subject;
+    } else {
+      actor = (await principalWithRole(apiKeys, bearer, ["admin"])).id;
+    }
+    ctx.body = sessionSummary(await sessions.close(actor, id), now());
   });
-  router.get("/v1/sessions/:id/events", anyReader, async (ctx) => {
+  router.get("/v1/sessions/:id/events", sessionReader, async (ctx) => {
     const q = parse(eventsQuery, ctx.query, "query");
     const session = await sessions.get(recordId(ctx.params.id, "session"));
     const follow = q.follow === "1" || q.follow === "true";
@@ -215,6 +277,27 @@ export function createApi(deps: ApiDeps): Koa {
     const principal = ctx.state.principal as Principal;
     ctx.body = agentJson(await accounts.revoke(principal.id, recordId(ctx.params.id, "agent")));
   });
+
+  router.post("/v1/api-keys", admin, async (ctx) => {
+    const body = parse(createApiKeyBody, ctx.request.body, "API key request");
+    const principal = ctx.state.principal as Principal;
+    const { record, key } = await apiKeys.create(principal.id, body);
+    ctx.status = 201;
+    ctx.set("cache-control", "no-store");
+    ctx.body = { ...apiKeyJson(record, now()), key };
+  });
+  router.get("/v1/api-keys", anyReader, async (ctx) => {
+    const q = parse(listAuditQuery, ctx.query, "query");
+    const page = await apiKeys.list(q.limit, q.cursor);
+    const at = now();
+    ctx.body = { items: page.items.map((k) => apiKeyJson(k, at)), nextCursor: page.nextCursor };
+  });
+  router.delete("/v1/api-keys/:id", admin, async (ctx) => {
+    const principal = ctx.state.principal as Principal;
+    ctx.body = apiKeyJson(await apiKeys.revoke(principal.id, recordId(ctx.params.id, "api-key")), now());
+  });
+
+  addSignInRoutes(router, deps.signIn);
 
   router.get("/v1/audit", anyReader, async (ctx) => {
     const q = parse(listAuditQuery, ctx.query, "query");

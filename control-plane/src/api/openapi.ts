@@ -3,7 +3,7 @@
  * Request bodies come from the same zod schemas the routes validate with.
  */
 import { z } from "zod";
-import { createAgentBody, openSessionBody } from "./schemas.js";
+import { createAgentBody, createApiKeyBody, openSessionBody } from "./schemas.js";
 
 const errorSchema = {
   type: "object",
@@ -85,6 +85,30 @@ const notFound = (what: string) => ({ "404": { description: `Unknown ${what}`, .
 const sessionId = { name: "id", in: "path", required: true, schema: { type: "string" } };
 const agentId = { ...sessionId, description: "Agent account id" };
 const bearer = [{ bearer: [] }];
+const pageParameters = [
+  { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 500, default: 100 } },
+  {
+    name: "cursor",
+    in: "query",
+    schema: { type: "string" },
+    description: "`nextCursor` of the previous page",
+  },
+];
+const apiKey = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    name: { type: "string" },
+    role: { enum: ["admin", "approver", "auditor"] },
+    kind: { enum: ["api-key", "login"], description: "login: the key a person's sign-in was given" },
+    status: { enum: ["active", "expired", "revoked"] },
+    createdBy: { type: "string" },
+    createdAt: { type: "string", format: "date-time" },
+    expiresAt: { type: ["string", "null"], format: "date-time" },
+    revokedAt: { type: ["string", "null"], format: "date-time" },
+    lastUsedAt: { type: ["string", "null"], format: "date-time", description: "Kept to the minute" },
+  },
+};
 
 let document: object | undefined;
 
@@ -93,14 +117,30 @@ export function openApiDocument(): object {
     openapi: "3.1.0",
     info: { title: "Gatehouse control plane", version: "1" },
     components: {
-      securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "API key" } },
-      schemas: { Error: errorSchema, SessionSummary: sessionSummary, Exchange: exchange },
+      securitySchemes: {
+        bearer: { type: "http", scheme: "bearer", description: "API key (automation, or a sign-in's key)" },
+        runner: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description: "A CI runner's OIDC ID token from a configured identity provider (POST /v1/sessions)",
+        },
+        session: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description: "The session's own token (closes that session)",
+        },
+      },
+      schemas: { Error: errorSchema, SessionSummary: sessionSummary, Exchange: exchange, ApiKey: apiKey },
     },
     paths: {
       "/v1/sessions": {
         post: {
           summary: "Open a session: a short-lived token for one connection",
-          security: bearer,
+          description:
+            "With a runner's OIDC token, the first matching rule of its provider decides the connections, the longest TTL and labels, and the session's subject records issuer, subject and identifying claims. An admin API key may open any session.",
+          security: [{ runner: [] }, { bearer: [] }],
           requestBody: { required: true, ...json(z.toJSONSchema(openSessionBody)) },
           responses: {
             "201": {
@@ -183,7 +223,8 @@ export function openApiDocument(): object {
         },
         delete: {
           summary: "Close a session; its token is refused at every agent",
-          security: bearer,
+          description: "An admin API key closes any session; the session's own token closes that session.",
+          security: [{ bearer: [] }, { session: [] }],
           parameters: [sessionId],
           responses: {
             "200": {
@@ -256,24 +297,96 @@ export function openApiDocument(): object {
           responses: { "200": { description: "Revoked" }, ...errors, ...notFound("agent") },
         },
       },
+      "/v1/api-keys": {
+        post: {
+          summary: "Make an API key for automation; the key is shown only here",
+          security: bearer,
+          requestBody: { required: true, ...json(z.toJSONSchema(createApiKeyBody)) },
+          responses: {
+            "201": {
+              description: "Made",
+              ...json({
+                allOf: [
+                  { $ref: "#/components/schemas/ApiKey" },
+                  { type: "object", properties: { key: { type: "string", description: "Shown only here" } } },
+                ],
+              }),
+            },
+            ...errors,
+          },
+        },
+        get: {
+          summary: "API keys and sign-in keys, newest first (never the keys themselves)",
+          security: bearer,
+          parameters: pageParameters,
+          responses: {
+            "200": {
+              description: "A page of keys",
+              ...json({
+                type: "object",
+                properties: {
+                  items: { type: "array", items: { $ref: "#/components/schemas/ApiKey" } },
+                  nextCursor: { type: ["string", "null"] },
+                },
+              }),
+            },
+            ...errors,
+          },
+        },
+      },
+      "/v1/api-keys/{id}": {
+        delete: {
+          summary: "Revoke a key: refused from the next request on",
+          security: bearer,
+          parameters: [{ ...sessionId, description: "API key id" }],
+          responses: {
+            "200": { description: "Revoked", ...json({ $ref: "#/components/schemas/ApiKey" }) },
+            ...errors,
+            ...notFound("API key"),
+          },
+        },
+      },
+      "/v1/auth/login": {
+        get: {
+          summary: "Start a person's sign-in through OIDC (authorization code + PKCE)",
+          responses: {
+            "302": { description: "To the issuer's authorization endpoint" },
+            "404": { description: "Sign-in is not configured (identity.admin)", ...json(errorSchema) },
+            "503": { description: "The issuer cannot be reached", ...json(errorSchema) },
+          },
+        },
+      },
+      "/v1/auth/callback": {
+        get: {
+          summary:
+            "Where the issuer sends the browser back; answers with an API key of the role the person's groups grant",
+          responses: {
+            "200": {
+              description: "Signed in",
+              ...json({
+                type: "object",
+                properties: {
+                  key: { type: "string" },
+                  id: { type: "string" },
+                  role: { enum: ["admin", "approver", "auditor"] },
+                  name: { type: "string" },
+                  expiresAt: { type: "string", format: "date-time" },
+                },
+              }),
+            },
+            "401": { description: "Sign-in expired, refused or failed at the issuer", ...json(errorSchema) },
+            "403": { description: "In no group mapped to a role", ...json(errorSchema) },
+            "404": { description: "Sign-in is not configured (identity.admin)", ...json(errorSchema) },
+            "503": { description: "The issuer cannot be reached", ...json(errorSchema) },
+          },
+        },
+      },
       "/v1/audit": {
         get: {
           summary:
-            "The audit log, newest first: who changed what (agent accounts, session closes, retention purges)",
+            "The audit log, newest first: who changed what (agent accounts, API keys, sign-ins, session closes, retention purges, key rotations)",
           security: bearer,
-          parameters: [
-            {
-              name: "limit",
-              in: "query",
-              schema: { type: "integer", minimum: 1, maximum: 500, default: 100 },
-            },
-            {
-              name: "cursor",
-              in: "query",
-              schema: { type: "string" },
-              description: "`nextCursor` of the previous page",
-            },
-          ],
+          parameters: pageParameters,
           responses: {
             "200": {
               description: "A page of entries",
@@ -289,9 +402,21 @@ export function openApiDocument(): object {
                         at: { type: "string", format: "date-time" },
                         actor: {
                           type: "string",
-                          description: "API key id, or `system` for the control plane itself",
+                          description:
+                            "API key id, `<issuer>#<sub>` of a runner or a signed-in person, or `system` for the control plane itself",
                         },
-                        action: { enum: ["agent.create", "agent.revoke", "session.close", "sessions.purge"] },
+                        action: {
+                          enum: [
+                            "agent.create",
+                            "agent.revoke",
+                            "api-key.create",
+                            "api-key.revoke",
+                            "auth.login",
+                            "session.close",
+                            "sessions.purge",
+                            "signing.rotate",
+                          ],
+                        },
                         target: { type: ["string", "null"] },
                         details: { type: "object" },
                       },

@@ -1,6 +1,7 @@
 /** Request shapes of the REST API, validated at the edge and published in the OpenAPI document. */
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { z } from "zod";
+import { API_KEY_TTL } from "../identity/api-keys.js";
 
 export const openSessionBody = z.strictObject({
   connection: z.string().min(1).describe("Name of the connection the session opens."),
@@ -25,6 +26,20 @@ export const listSessionsQuery = z.strictObject({
   cursor: z.string().optional(),
 });
 
+export const createApiKeyBody = z.strictObject({
+  name: z.string().trim().min(1).max(128).describe("What the key is for, e.g. the automation that holds it."),
+  role: z
+    .enum(["admin", "approver", "auditor"])
+    .describe("admin: change anything; approver: decide approvals, read sessions; auditor: read only."),
+  ttlSeconds: z
+    .int()
+    .min(60)
+    .max(API_KEY_TTL.maxSeconds)
+    .optional()
+    .describe("Lifetime of the key (default 90 days, at most 366)."),
+});
+
+/** Pages of the audit log and of API keys. */
 export const listAuditQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   cursor: z.string().optional(),

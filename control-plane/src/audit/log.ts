@@ -1,6 +1,7 @@
 /**
- * The audit log: every administrative change (creating agent accounts,
- * revoking them, closing sessions, purging records) is served at
+ * The audit log: every administrative change (agent accounts and API keys
+ * made and revoked, sign-ins, sessions closed, records purged, signing keys
+ * rotated) is served at
  * `GET /v1/audit`. An entry is written before its change is made, so no change
  * is ever unaudited: if the entry cannot be written the change is not made,
  * and a change that fails after its entry leaves an entry for the attempt,
@@ -11,7 +12,15 @@ import { v7 as uuidv7 } from "uuid";
 import type { AuditRecord, Page, Store } from "../store/types.js";
 
 /** What an entry says was done. */
-export type AuditAction = "agent.create" | "agent.revoke" | "session.close" | "sessions.purge";
+export type AuditAction =
+  | "agent.create"
+  | "agent.revoke"
+  | "api-key.create"
+  | "api-key.revoke"
+  | "auth.login"
+  | "session.close"
+  | "sessions.purge"
+  | "signing.rotate";
 
 /** The actor of changes the control plane makes by itself (retention). */
 export const SYSTEM_ACTOR = "system";

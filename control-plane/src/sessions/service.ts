@@ -63,7 +63,16 @@ export class SessionService {
     this.connections = new Map(deps.connections.map((c) => [c.name, c]));
   }
 
-  async open(subject: Subject, request: OpenSessionRequest): Promise<OpenedSession> {
+  /**
+   * Opens a session for `subject`. `scope` narrows it further (what the runner
+   * rule that admitted the subject allows): a shorter longest lifetime, and labels
+   * that the caller's own labels cannot override.
+   */
+  async open(
+    subject: Subject,
+    request: OpenSessionRequest,
+    scope: { maxTtlSeconds?: number | undefined; labels?: Readonly<Record<string, string>> } = {},
+  ): Promise<OpenedSession> {
     const { store, keys, agents, limits, now } = this.deps;
     if (!this.connections.has(request.connection)) {
       throw new GatehouseError(
@@ -78,13 +87,14 @@ export class SessionService {
         `no connected agent serves connection '${request.connection}'; start one with \`gatehouse agent\` or check its link to the control plane`,
       );
     }
-    const ttlSeconds = Math.min(request.ttlSeconds ?? limits.defaultTtlSeconds, limits.maxTtlSeconds);
+    const maxTtlSeconds = Math.min(scope.maxTtlSeconds ?? limits.maxTtlSeconds, limits.maxTtlSeconds);
+    const ttlSeconds = Math.min(request.ttlSeconds ?? limits.defaultTtlSeconds, maxTtlSeconds);
     const createdAt = now();
     const session: SessionRecord = {
       id: uuidv7({ msecs: createdAt }),
       connection: request.connection,
       subject,
-      labels: request.labels ?? {},
+      labels: { ...request.labels, ...scope.labels },
       createdAt,
       expiresAt: createdAt + ttlSeconds * 1000,
       closedAt: null,

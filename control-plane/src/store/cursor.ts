@@ -3,9 +3,9 @@ import type { Page } from "./types.js";
 
 /**
  * Where a newest-first listing stopped: the sort key of the last item it
- * returned (a session's `createdAt`, an audit entry's `at`, and the id that
- * breaks ties). Both stores use this one encoding, so a cursor means the same
- * whichever backend issued it.
+ * returned (a session's or API key's `createdAt`, an audit entry's `at`, and
+ * the id that breaks ties). Both stores use this one encoding, so a cursor
+ * means the same whichever backend issued it.
  */
 export interface KeysetCursor {
   time: number;
@@ -26,7 +26,10 @@ export function encodeKeysetCursor(cursor: KeysetCursor): string {
  * Reads a cursor made by {@link encodeKeysetCursor}; anything else is the
  * caller's mistake. `listing` names what was being paged, for the message.
  */
-export function decodeKeysetCursor(text: string, listing: "session list" | "audit log"): KeysetCursor {
+export function decodeKeysetCursor(
+  text: string,
+  listing: "session list" | "audit log" | "API key list",
+): KeysetCursor {
   let value: unknown;
   try {
     value = JSON.parse(Buffer.from(text, "base64url").toString("utf8"));
@@ -86,7 +89,7 @@ export function keysetPage<T>(items: T[], limit: number, keyOf: (item: T) => Key
   };
 }
 
-/** The key sessions are listed by. */
+/** The key sessions and API keys are listed by. */
 export const sessionKey = (s: { createdAt: number; id: string }): KeysetCursor => ({
   time: s.createdAt,
   id: s.id,

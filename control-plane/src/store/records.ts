@@ -3,7 +3,7 @@
  * accepts the other accepts too, with the same message.
  */
 import { GatehouseError } from "@gatehouse/proto/errors";
-import type { AuditRecord, NewEvent } from "./types.js";
+import type { ApiKeyRecord, AuditRecord, NewEvent } from "./types.js";
 
 /**
  * An event's attrs as the JSON text a store keeps. Both stores chain what they
@@ -17,6 +17,22 @@ export function eventAttrsJson(event: NewEvent): string {
 /** An audit entry's details as the JSON text a store keeps. */
 export function auditDetailsJson(entry: AuditRecord): string {
   return objectJson(entry.details, `the details of audit entry ${entry.id}`);
+}
+
+/**
+ * The refusal of an API key whose id or key hash is stored already, naming the
+ * stored key it clashes with; `clashId` null when a store only knows that one
+ * of the two was taken. The message names ids only, never a key or its hash.
+ */
+export function apiKeyClash(key: ApiKeyRecord, clashId: string | null): GatehouseError {
+  return new GatehouseError(
+    "GATE_INVALID_REQUEST",
+    clashId === key.id
+      ? `API key ${key.id} already exists; API key ids must be unique`
+      : clashId === null
+        ? `API key ${key.id} has the same id or key as a stored API key; use a new id and make a new key`
+        : `API key ${key.id} has the same key as API key ${clashId}; make a new key`,
+  );
 }
 
 function objectJson(value: Record<string, unknown> | undefined, what: string): string {

@@ -127,6 +127,38 @@ export interface AgentRecord {
   connections: string[] | null;
 }
 
+/** What a REST caller may do: change things, decide approvals, or only read. */
+export type Role = "admin" | "approver" | "auditor";
+
+/**
+ * A credential for the REST API: an API key made for automation
+ * (`POST /v1/api-keys`), or the token an admin's OIDC sign-in was given. Only
+ * the key's hash is kept; the key itself is shown once, when it is made.
+ */
+export interface ApiKeyRecord {
+  /** UUIDv7, so ids sort by creation time. */
+  id: string;
+  /** What it is for (an API key), or who signed in (a login). */
+  name: string;
+  role: Role;
+  kind: "api-key" | "login";
+  /** Hex SHA-256 of the key. */
+  keyHash: string;
+  /** The actor that made it: an API key id, `<issuer>#<sub>` of a login, or `bootstrap-admin`. */
+  createdBy: string;
+  createdAt: number;
+  /** Null: never expires. */
+  expiresAt: number | null;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+}
+
+export interface ApiKeyFilter {
+  limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
 /** A session closed before its token expired: agents must refuse the token until `expiresAt`. */
 export interface RevokedSessionRecord {
   id: string;
@@ -211,6 +243,17 @@ export interface Store {
   listAgents(): Promise<AgentRecord[]>;
   revokeAgent(id: string, revokedAt: number): Promise<AgentRecord | null>;
   touchAgent(id: string, lastSeenAt: number): Promise<void>;
+
+  /** Stores an API key record; an id or key hash stored before is refused with GATE_INVALID_REQUEST. */
+  insertApiKey(key: ApiKeyRecord): Promise<void>;
+  findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | null>;
+  getApiKey(id: string): Promise<ApiKeyRecord | null>;
+  /** Newest first, by `(createdAt, id)` descending, paged by keyset like {@link Store.listSessions}. */
+  listApiKeys(filter: ApiKeyFilter): Promise<Page<ApiKeyRecord>>;
+  /** Revokes a key; one revoked before keeps its first `revokedAt`. Null if unknown. */
+  revokeApiKey(id: string, revokedAt: number): Promise<ApiKeyRecord | null>;
+  /** Records a use; `lastUsedAt` only moves forward. */
+  touchApiKey(id: string, lastUsedAt: number): Promise<void>;
 
   /** Stores an audit entry; an id stored before is refused with GATE_INVALID_REQUEST. */
   appendAudit(entry: AuditRecord): Promise<void>;

@@ -64,3 +64,19 @@ export function sessionListQuery(
   if (createdAt.$gt !== undefined || createdAt.$lte !== undefined) query.createdAt = createdAt;
   return { filter: query, sort: { createdAt: -1, _id: -1 }, hint };
 }
+
+/**
+ * The filter of a newest-first page of `(field, _id)` after `after`; all
+ * documents when it is null. As in {@link sessionListQuery}, `field <= t`
+ * starts the walk at the cursor and `_id` breaks ties.
+ */
+export function keysetAfter<T extends { _id: string }>(
+  field: "at" | "createdAt",
+  after: KeysetCursor | null,
+): Filter<T> {
+  if (after === null) return {};
+  return {
+    [field]: { $lte: after.time },
+    $or: [{ [field]: { $lt: after.time } }, { _id: { $lt: after.id } }],
+  } as Filter<T>;
+}

@@ -13,15 +13,17 @@
  * @see https://www.mongodb.com/docs/manual/core/index-partial/ (not used: FerretDB lacks it)
  */
 import type { ObjectId } from "mongodb";
-import type { Seal } from "../types.js";
+import type { ApiKeyRecord, Seal } from "../types.js";
 
 /**
  * The version of the layout below. Kept in the `meta` collection so that a
  * later release can migrate a database and an older one refuses a newer one.
  *
  * - 1: the first release.
+ * - 2: the `api_keys` collection (REST credentials, by key hash). Its
+ *   indexes are created in older databases as in new ones, when a store opens.
  */
-export const MONGO_SCHEMA_VERSION = 1;
+export const MONGO_SCHEMA_VERSION = 2;
 
 export const COLLECTIONS = {
   sessions: "sessions",
@@ -30,6 +32,8 @@ export const COLLECTIONS = {
   chunks: "event_body_chunks",
   agents: "agents",
   audit: "audit",
+  /** REST credentials: API keys and the tokens of OIDC sign-ins. */
+  apiKeys: "api_keys",
   /** Schema version and the longest session lifetime seen (see {@link MetaDocument}). */
   meta: "meta",
 } as const;
@@ -62,6 +66,8 @@ export const INDEX = {
   chunksBySession: "chunks_by_session",
   agentsByToken: "agents_by_token",
   auditByTime: "audit_by_time",
+  apiKeysByHash: "api_keys_by_hash",
+  apiKeysByTime: "api_keys_by_time",
 } as const;
 
 /**
@@ -112,6 +118,9 @@ export const INDEXES: readonly IndexSpec[] = [
   { collection: "event_body_chunks", name: INDEX.chunksBySession, key: { sessionId: 1 } },
   { collection: "agents", name: INDEX.agentsByToken, key: { tokenHash: 1 }, unique: true },
   { collection: "audit", name: INDEX.auditByTime, key: { at: -1, _id: -1 } },
+  // Unique, so a key identifies one record, and revoking it leaves no twin.
+  { collection: "api_keys", name: INDEX.apiKeysByHash, key: { keyHash: 1 }, unique: true },
+  { collection: "api_keys", name: INDEX.apiKeysByTime, key: { createdAt: -1, _id: -1 } },
 ];
 
 export interface SessionDocument {
@@ -170,6 +179,9 @@ export interface AgentDocument {
   lastSeenAt: number | null;
   connections: string[] | null;
 }
+
+/** An {@link ApiKeyRecord} under its id as `_id`; the key itself is never kept, only its hash. */
+export type ApiKeyDocument = Omit<ApiKeyRecord, "id"> & { _id: string };
 
 export interface AuditDocument {
   _id: string;

@@ -18,7 +18,6 @@ import {
   type Collection,
   type Db,
   type Document,
-  type Filter,
   MongoBulkWriteError,
   MongoClient,
   MongoServerError,
@@ -26,9 +25,11 @@ import {
 } from "mongodb";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
 import { auditKey, decodeKeysetCursor, keysetPage, pageLimit, purgeLimit, sessionKey } from "../cursor.js";
-import { auditDetailsJson, eventAttrsJson } from "../records.js";
+import { apiKeyClash, auditDetailsJson, eventAttrsJson } from "../records.js";
 import type {
   AgentRecord,
+  ApiKeyFilter,
+  ApiKeyRecord,
   AppendResult,
   AuditFilter,
   AuditRecord,
@@ -45,9 +46,10 @@ import type {
   StoredEvent,
 } from "../types.js";
 import { describe, isDuplicateKey, storeError, writeErrorsOf } from "./errors.js";
-import { sessionListQuery } from "./queries.js";
+import { keysetAfter, sessionListQuery } from "./queries.js";
 import {
   type AgentDocument,
+  type ApiKeyDocument,
   type AuditDocument,
   type ChunkDocument,
   COLLECTIONS,
@@ -138,6 +140,11 @@ interface SessionAppend {
  * the chain intact). The agent resends the whole batch, and events already
  * stored are recognised by id, so the record ends up as if the call had
  * succeeded once.
+ *
+ * Conditional updates (a close, a seal, a revocation, a use of an API key)
+ * rely on the server applying a single-document update atomically, as MongoDB
+ * does. FerretDB 1.x reads the document and then writes it, so two such
+ * updates at once may both match, and the later write wins.
  */
 export class MongoStore implements Store {
   /** The connection string with secrets replaced by `***`, for messages. */
@@ -565,19 +572,13 @@ export class MongoStore implements Store {
   }
 
   async insertAgent(agent: AgentRecord): Promise<void> {
-    await this.#run(`storing agent ${agent.id}`, async () => {
+    await this.#run(`storing agent ${agent.id}`, () => {
       const agents = this.#agents();
-      const clash = await agents.findOne(
-        { $or: [{ _id: agent.id }, { tokenHash: agent.tokenHash }] },
-        { projection: { _id: 1 } },
+      return insertCredential(
+        () => agents.findOne({ $or: [{ _id: agent.id }, { tokenHash: agent.tokenHash }] }, CLASH_PROJECTION),
+        () => agents.insertOne(agentToDocument(agent)),
+        (clashId) => agentClash(agent, clashId),
       );
-      if (clash !== null) throw agentClash(agent, clash._id);
-      try {
-        await agents.insertOne(agentToDocument(agent));
-      } catch (error) {
-        if (!isDuplicateKey(error)) throw error;
-        throw agentClash(agent, null);
-      }
     });
   }
 
@@ -613,6 +614,72 @@ export class MongoStore implements Store {
     );
   }
 
+  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    await this.#run(`storing API key ${key.id}`, () => {
+      const apiKeys = this.#apiKeys();
+      return insertCredential(
+        () => apiKeys.findOne({ $or: [{ _id: key.id }, { keyHash: key.keyHash }] }, CLASH_PROJECTION),
+        () => apiKeys.insertOne(apiKeyToDocument(key)),
+        (clashId) => apiKeyClash(key, clashId),
+      );
+    });
+  }
+
+  async findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | null> {
+    const doc = await this.#run("looking up an API key by key", () =>
+      this.#apiKeys().findOne({ keyHash }, { hint: INDEX.apiKeysByHash }),
+    );
+    return doc === null ? null : apiKeyFromDocument(doc);
+  }
+
+  async getApiKey(id: string): Promise<ApiKeyRecord | null> {
+    const doc = await this.#run(`reading API key ${id}`, () => this.#apiKeys().findOne({ _id: id }));
+    return doc === null ? null : apiKeyFromDocument(doc);
+  }
+
+  /** Newest first by `(createdAt, id)`, keyset-paged on the api_keys_by_time index like session listings. */
+  async listApiKeys(filter: ApiKeyFilter): Promise<Page<ApiKeyRecord>> {
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "API key list");
+    const docs = await this.#run("listing API keys", () =>
+      this.#apiKeys()
+        .find(keysetAfter<ApiKeyDocument>("createdAt", after), {
+          sort: { createdAt: -1, _id: -1 },
+          limit: limit + 1,
+          hint: INDEX.apiKeysByTime,
+        })
+        .toArray(),
+    );
+    return keysetPage(docs.map(apiKeyFromDocument), limit, sessionKey);
+  }
+
+  /**
+   * Sets `revokedAt` only where it is still null, so of two revocations the
+   * first wins and both return the same record.
+   */
+  async revokeApiKey(id: string, revokedAt: number): Promise<ApiKeyRecord | null> {
+    const doc = await this.#run(`revoking API key ${id}`, async () => {
+      const apiKeys = this.#apiKeys();
+      await apiKeys.updateOne({ _id: id, revokedAt: null }, { $set: { revokedAt } });
+      return apiKeys.findOne({ _id: id });
+    });
+    return doc === null ? null : apiKeyFromDocument(doc);
+  }
+
+  /**
+   * Moves `lastUsedAt` only forward, in the update's condition, so a use
+   * reported late (by a slower replica, say) cannot hide a later one. Null
+   * is matched apart: a number range never matches it.
+   */
+  async touchApiKey(id: string, lastUsedAt: number): Promise<void> {
+    await this.#run(`recording a use of API key ${id}`, () =>
+      this.#apiKeys().updateOne(
+        { _id: id, $or: [{ lastUsedAt: null }, { lastUsedAt: { $lt: lastUsedAt } }] },
+        { $set: { lastUsedAt } },
+      ),
+    );
+  }
+
   async appendAudit(entry: AuditRecord): Promise<void> {
     const details = auditDetailsJson(entry);
     await this.#run(`storing audit entry ${entry.id}`, async () => {
@@ -639,13 +706,13 @@ export class MongoStore implements Store {
   async listAudit(filter: AuditFilter): Promise<Page<AuditRecord>> {
     const limit = pageLimit(filter.limit);
     const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "audit log");
-    const query: Filter<AuditDocument> =
-      after === null
-        ? {}
-        : { at: { $lte: after.time }, $or: [{ at: { $lt: after.time } }, { _id: { $lt: after.id } }] };
     const docs = await this.#run("listing the audit log", () =>
       this.#audit()
-        .find(query, { sort: { at: -1, _id: -1 }, limit: limit + 1, hint: INDEX.auditByTime })
+        .find(keysetAfter<AuditDocument>("at", after), {
+          sort: { at: -1, _id: -1 },
+          limit: limit + 1,
+          hint: INDEX.auditByTime,
+        })
         .toArray(),
     );
     const items = docs.map(
@@ -786,6 +853,10 @@ export class MongoStore implements Store {
     return this.#db.collection<AuditDocument>(COLLECTIONS.audit);
   }
 
+  #apiKeys(): Collection<ApiKeyDocument> {
+    return this.#db.collection<ApiKeyDocument>(COLLECTIONS.apiKeys);
+  }
+
   #meta(): Collection<MetaDocument> {
     return this.#db.collection<MetaDocument>(COLLECTIONS.meta);
   }
@@ -799,6 +870,29 @@ async function indexNames(collection: Collection<Document>): Promise<string[]> {
   } catch (error) {
     if (error instanceof MongoServerError && error.code === NAMESPACE_NOT_FOUND) return [];
     throw error;
+  }
+}
+
+const CLASH_PROJECTION = { projection: { _id: 1 } } as const;
+
+/**
+ * Inserts a credential (an agent, an API key) whose id and hash must both be
+ * new. `find` looks for a stored one with either, so the refusal can name it;
+ * the unique indexes refuse one stored by another replica in between, and
+ * that refusal names none (`clash(null)`).
+ */
+async function insertCredential(
+  find: () => Promise<{ _id: string } | null>,
+  insert: () => Promise<unknown>,
+  clash: (clashId: string | null) => GatehouseError,
+): Promise<void> {
+  const found = await find();
+  if (found !== null) throw clash(found._id);
+  try {
+    await insert();
+  } catch (error) {
+    if (!isDuplicateKey(error)) throw error;
+    throw clash(null);
   }
 }
 
@@ -923,6 +1017,20 @@ function agentFromDocument(doc: AgentDocument): AgentRecord {
     lastSeenAt: doc.lastSeenAt ?? null,
     connections: doc.connections ?? null,
   };
+}
+
+/**
+ * Only the fields a record has are stored, whatever else the object passed in
+ * carries: a caller holding the key itself must not be able to store it by mistake.
+ */
+function apiKeyToDocument(key: ApiKeyRecord): ApiKeyDocument {
+  const { id, name, role, kind, keyHash, createdBy, createdAt, expiresAt, revokedAt, lastUsedAt } = key;
+  return { _id: id, name, role, kind, keyHash, createdBy, createdAt, expiresAt, revokedAt, lastUsedAt };
+}
+
+/** A document holds what {@link apiKeyToDocument} wrote, under the record's own field names. */
+function apiKeyFromDocument({ _id, ...fields }: ApiKeyDocument): ApiKeyRecord {
+  return { id: _id, ...fields };
 }
 
 function agentClash(agent: AgentRecord, clashId: string | null): GatehouseError {

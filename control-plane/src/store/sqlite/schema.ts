@@ -20,8 +20,10 @@
  *   `signing_keys`: the control plane trusts only the keys in its key file, so
  *   that whoever can write records can neither re-sign them nor add a key
  *   that would.
+ * - 5: the `api_keys` table (REST credentials, by key hash), a new object
+ *   that {@link SCHEMA_DDL} creates in older files too.
  */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /**
  * Statements that bring a file of the keyed version to the next one, run in
@@ -34,6 +36,8 @@ export const SCHEMA_MIGRATIONS: ReadonlyMap<number, string> = new Map([
   // must not be able to re-sign them, nor add a key that verifiers would trust.
   [2, ""],
   [3, "DROP TABLE IF EXISTS signing_keys;"],
+  // api_keys is a new table, which SCHEMA_DDL has created by the time migrations run.
+  [4, ""],
 ]);
 
 /**
@@ -118,6 +122,24 @@ CREATE TABLE IF NOT EXISTS audit (
   details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at, id);
+
+-- REST credentials, found by the hash of the key a caller presents; the key itself is never kept.
+-- expires_at NULL: never expires.
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  key_hash TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  revoked_at INTEGER,
+  last_used_at INTEGER
+);
+-- Unique, so a key identifies one record, and revoking it leaves no twin.
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_by_hash ON api_keys (key_hash);
+CREATE INDEX IF NOT EXISTS api_keys_by_time ON api_keys (created_at, id);
 
 INSERT OR IGNORE INTO meta (key, value) VALUES ('max_ttl_ms', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('opened_at', 0);

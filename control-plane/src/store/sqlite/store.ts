@@ -15,15 +15,18 @@ import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
 import {
   auditKey,
   decodeKeysetCursor,
+  type KeysetCursor,
   keysetPage,
   MAX_PAGE,
   pageLimit,
   purgeLimit,
   sessionKey,
 } from "../cursor.js";
-import { auditDetailsJson, eventAttrsJson } from "../records.js";
+import { apiKeyClash, auditDetailsJson, eventAttrsJson } from "../records.js";
 import type {
   AgentRecord,
+  ApiKeyFilter,
+  ApiKeyRecord,
   AppendResult,
   AuditFilter,
   AuditRecord,
@@ -33,6 +36,7 @@ import type {
   Page,
   PurgeResult,
   RevokedSessionRecord,
+  Role,
   Seal,
   SessionFilter,
   SessionRecord,
@@ -118,6 +122,19 @@ interface AgentRow {
   connections: string | null;
 }
 
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  role: string;
+  kind: string;
+  key_hash: string;
+  created_by: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
 interface AuditRow {
   id: string;
   at: number;
@@ -131,6 +148,10 @@ const SESSION_COLUMNS =
   "id, connection, subject_kind, subject_id, subject_claims, labels, created_at, expires_at, closed_at, seal";
 const EVENT_COLUMNS = "session_id, seq, event_id, exchange_id, at, kind, hash, attrs, body";
 const AGENT_COLUMNS = "id, name, token_hash, created_at, revoked_at, last_seen_at, connections";
+const API_KEY_COLUMNS =
+  "id, name, role, kind, key_hash, created_by, created_at, expires_at, revoked_at, last_used_at";
+/** The columns of each table whose rows are read back whole. */
+const COLUMNS = { sessions: SESSION_COLUMNS, agents: AGENT_COLUMNS, api_keys: API_KEY_COLUMNS } as const;
 
 /**
  * A {@link Store} in one SQLite file, in WAL mode.
@@ -236,13 +257,7 @@ export class SqliteStore implements Store {
   }
 
   async getSession(id: string): Promise<SessionRecord | null> {
-    const row = this.#run(
-      `reading session ${id}`,
-      () =>
-        this.#statement(`SELECT ${SESSION_COLUMNS} FROM sessions WHERE id = ?`).get([id]) as
-          | SessionRow
-          | undefined,
-    );
+    const row = this.#rowWhere<SessionRow>(`reading session ${id}`, "sessions", "id", id);
     return row === undefined ? null : sessionFromRow(row);
   }
 
@@ -311,15 +326,7 @@ export class SqliteStore implements Store {
   }
 
   async closeSession(id: string, closedAt: number): Promise<SessionRecord | null> {
-    const row = this.#write(`closing session ${id}`, () => {
-      this.#statement("UPDATE sessions SET closed_at = ? WHERE id = ? AND closed_at IS NULL").run([
-        closedAt,
-        id,
-      ]);
-      return this.#statement(`SELECT ${SESSION_COLUMNS} FROM sessions WHERE id = ?`).get([id]) as
-        | SessionRow
-        | undefined;
-    });
+    const row = this.#setOnce<SessionRow>(`closing session ${id}`, "sessions", "closed_at", id, closedAt);
     return row === undefined ? null : sessionFromRow(row);
   }
 
@@ -495,13 +502,7 @@ export class SqliteStore implements Store {
   }
 
   async findAgentByTokenHash(tokenHash: string): Promise<AgentRecord | null> {
-    const row = this.#run(
-      "looking up an agent by token",
-      () =>
-        this.#statement(`SELECT ${AGENT_COLUMNS} FROM agents WHERE token_hash = ?`).get([tokenHash]) as
-          | AgentRow
-          | undefined,
-    );
+    const row = this.#rowWhere<AgentRow>("looking up an agent by token", "agents", "token_hash", tokenHash);
     return row === undefined ? null : agentFromRow(row);
   }
 
@@ -516,21 +517,77 @@ export class SqliteStore implements Store {
 
   /** Revoking a revoked agent keeps the first revocation time. */
   async revokeAgent(id: string, revokedAt: number): Promise<AgentRecord | null> {
-    const row = this.#write(`revoking agent ${id}`, () => {
-      this.#statement("UPDATE agents SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run([
-        revokedAt,
-        id,
-      ]);
-      return this.#statement(`SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`).get([id]) as
-        | AgentRow
-        | undefined;
-    });
+    const row = this.#setOnce<AgentRow>(`revoking agent ${id}`, "agents", "revoked_at", id, revokedAt);
     return row === undefined ? null : agentFromRow(row);
   }
 
   async touchAgent(id: string, lastSeenAt: number): Promise<void> {
     this.#write(`recording that agent ${id} was seen`, () =>
       this.#statement("UPDATE agents SET last_seen_at = ? WHERE id = ?").run([lastSeenAt, id]),
+    );
+  }
+
+  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    this.#write(`storing API key ${key.id}`, () => {
+      const clash = this.#statement("SELECT id FROM api_keys WHERE id = ? OR key_hash = ?").get([
+        key.id,
+        key.keyHash,
+      ]) as { id: string } | undefined;
+      if (clash !== undefined) throw apiKeyClash(key, clash.id);
+      this.#statement(`INSERT INTO api_keys (${API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run([
+        key.id,
+        key.name,
+        key.role,
+        key.kind,
+        key.keyHash,
+        key.createdBy,
+        key.createdAt,
+        key.expiresAt,
+        key.revokedAt,
+        key.lastUsedAt,
+      ]);
+    });
+  }
+
+  async findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | null> {
+    const row = this.#rowWhere<ApiKeyRow>("looking up an API key by key", "api_keys", "key_hash", keyHash);
+    return row === undefined ? null : apiKeyFromRow(row);
+  }
+
+  async getApiKey(id: string): Promise<ApiKeyRecord | null> {
+    const row = this.#rowWhere<ApiKeyRow>(`reading API key ${id}`, "api_keys", "id", id);
+    return row === undefined ? null : apiKeyFromRow(row);
+  }
+
+  /** Newest first by `(createdAt, id)`, walking the api_keys_by_time index like session listings. */
+  async listApiKeys(filter: ApiKeyFilter): Promise<Page<ApiKeyRecord>> {
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "API key list");
+    const rows = this.#newestFirst<ApiKeyRow>(
+      "listing API keys",
+      `SELECT ${API_KEY_COLUMNS} FROM api_keys INDEXED BY api_keys_by_time`,
+      "created_at",
+      after,
+      limit,
+    );
+    return keysetPage(rows.map(apiKeyFromRow), limit, sessionKey);
+  }
+
+  /** Revoking a revoked key keeps the first revocation time. */
+  async revokeApiKey(id: string, revokedAt: number): Promise<ApiKeyRecord | null> {
+    const row = this.#setOnce<ApiKeyRow>(`revoking API key ${id}`, "api_keys", "revoked_at", id, revokedAt);
+    return row === undefined ? null : apiKeyFromRow(row);
+  }
+
+  /**
+   * Moves `lastUsedAt` only forward, in the update's condition, so a use
+   * reported late (by a slower replica, say) cannot hide a later one.
+   */
+  async touchApiKey(id: string, lastUsedAt: number): Promise<void> {
+    this.#write(`recording a use of API key ${id}`, () =>
+      this.#statement(
+        "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+      ).run([lastUsedAt, id, lastUsedAt]),
     );
   }
 
@@ -553,18 +610,12 @@ export class SqliteStore implements Store {
   async listAudit(filter: AuditFilter): Promise<Page<AuditRecord>> {
     const limit = pageLimit(filter.limit);
     const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "audit log");
-    const rows = this.#run(
+    const rows = this.#newestFirst<AuditRow>(
       "listing the audit log",
-      () =>
-        (after === null
-          ? this.#statement(
-              "SELECT id, at, actor, action, target, details FROM audit INDEXED BY audit_by_time" +
-                " ORDER BY at DESC, id DESC LIMIT ?",
-            ).all([limit + 1])
-          : this.#statement(
-              "SELECT id, at, actor, action, target, details FROM audit INDEXED BY audit_by_time" +
-                " WHERE (at, id) < (?, ?) ORDER BY at DESC, id DESC LIMIT ?",
-            ).all([after.time, after.id, limit + 1])) as AuditRow[],
+      "SELECT id, at, actor, action, target, details FROM audit INDEXED BY audit_by_time",
+      "at",
+      after,
+      limit,
     );
     return keysetPage(rows.map(auditFromRow), limit, auditKey);
   }
@@ -592,6 +643,68 @@ export class SqliteStore implements Store {
       }
       return result;
     });
+  }
+
+  /** The row of `table` whose `column` (a unique one) is `value`; undefined when there is none. */
+  #rowWhere<Row>(
+    doing: string,
+    table: keyof typeof COLUMNS,
+    column: "id" | "token_hash" | "key_hash",
+    value: string,
+  ): Row | undefined {
+    return this.#run(
+      doing,
+      () =>
+        this.#statement(`SELECT ${COLUMNS[table]} FROM ${table} WHERE ${column} = ?`).get([value]) as
+          | Row
+          | undefined,
+    );
+  }
+
+  /**
+   * Sets a time that is set once (a close, a revocation) on row `id`, unless
+   * it is set already, so the first time stays; then reads the row back, in
+   * the same transaction. Undefined when there is no such row.
+   */
+  #setOnce<Row>(
+    doing: string,
+    table: keyof typeof COLUMNS,
+    column: "closed_at" | "revoked_at",
+    id: string,
+    at: number,
+  ): Row | undefined {
+    return this.#write(doing, () => {
+      this.#statement(`UPDATE ${table} SET ${column} = ? WHERE id = ? AND ${column} IS NULL`).run([at, id]);
+      return this.#statement(`SELECT ${COLUMNS[table]} FROM ${table} WHERE id = ?`).get([id]) as
+        | Row
+        | undefined;
+    });
+  }
+
+  /**
+   * Up to `limit + 1` rows of `select` (which names the table and the index on
+   * `(<time>, id)` it walks), newest first by `(time, id)`, after the cursor's
+   * key when there is one: the shape of a keyset page, as {@link keysetPage} takes it.
+   */
+  #newestFirst<Row>(
+    doing: string,
+    select: string,
+    time: "at" | "created_at",
+    after: KeysetCursor | null,
+    limit: number,
+  ): Row[] {
+    const order = ` ORDER BY ${time} DESC, id DESC LIMIT ?`;
+    return this.#run(
+      doing,
+      () =>
+        (after === null
+          ? this.#statement(select + order).all([limit + 1])
+          : this.#statement(`${select} WHERE (${time}, id) < (?, ?)${order}`).all([
+              after.time,
+              after.id,
+              limit + 1,
+            ])) as Row[],
+    );
   }
 
   /**
@@ -736,6 +849,21 @@ function auditFromRow(row: AuditRow): AuditRecord {
     action: row.action,
     target: row.target,
     details: JSON.parse(row.details) as Record<string, unknown>,
+  };
+}
+
+function apiKeyFromRow(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    role: row.role as Role,
+    kind: row.kind as ApiKeyRecord["kind"],
+    keyHash: row.key_hash,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
   };
 }
 
