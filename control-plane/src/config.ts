@@ -9,14 +9,43 @@ import { z } from "zod";
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
 export const listenAddress = z.string().regex(HOST_PORT, "expected host:port, e.g. 127.0.0.1:7070");
 
-const credentialRef = z.strictObject({
-  /** Environment variable of the agent process holding the credential (for development). */
-  env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name"),
+const upstreamScheme = {
   /** How the credential goes upstream; the default suits the connection type. */
   scheme: z.enum(["x-api-key", "bearer", "basic"]).optional(),
-  /** User name for `scheme: basic`. */
-  username: z.string().optional(),
-});
+  /** User name for `scheme: basic` (e.g. anything for an Azure DevOps PAT). */
+  username: z.string().min(1).optional(),
+};
+
+const credentialRef = z
+  .union([
+    z.strictObject({
+      /** Environment variable of the agent process holding the credential (for development). */
+      env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name"),
+      ...upstreamScheme,
+    }),
+    z.strictObject({
+      /** A secret the agent reads from Vault (its `vault` config says where Vault is and how it logs in). */
+      vault: z.strictObject({
+        /** API path after /v1/: `secret/data/anthropic` (KV v2), `kv/anthropic` (KV v1), `database/creds/ro`. */
+        path: z
+          .string()
+          .regex(
+            /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)+$/,
+            "expected a Vault API path such as secret/data/anthropic",
+          ),
+        /** The field of the secret's data that holds the credential. */
+        key: z.string().min(1),
+        kv: z.union([z.literal(1), z.literal(2)]).default(2),
+        /** A dynamic secret with a lease: renewed while in use, revoked when the agent stops. */
+        dynamic: z.boolean().default(false),
+      }),
+      ...upstreamScheme,
+    }),
+  ])
+  .refine((c) => c.scheme !== "basic" || c.username !== undefined, {
+    message: "scheme basic needs a username",
+    path: ["username"],
+  });
 
 export const connectionSchema = z.strictObject({
   /** Appears in proxy URLs (`/c/<name>`), so it is URL-safe. */
@@ -43,7 +72,7 @@ const tlsServer = z.strictObject({
  * An issuer URL: https, or http on a loopback address (a development issuer on
  * this machine); tokens and keys fetched over plain http elsewhere could be forged in transit.
  */
-const issuerUrl = z.url({ protocol: /^https?$/, error: "expected an https URL" }).refine((value) => {
+const loopbackOrHttps = z.url({ protocol: /^https?$/, error: "expected an https URL" }).refine((value) => {
   const url = new URL(value);
   return url.protocol === "https:" || ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
 }, "expected an https URL (plain http is allowed only for 127.0.0.1, localhost or [::1])");
@@ -84,7 +113,7 @@ const runnerProvider = z.strictObject({
   /** Named in refusals and recorded with each session it opens. */
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "use lower-case letters, digits, '.', '_' and '-'"),
   /** Discovered at `<issuer>/.well-known/openid-configuration`; must equal the tokens' `iss`. */
-  issuer: issuerUrl,
+  issuer: loopbackOrHttps,
   /** The `aud` runners request their tokens for. */
   audience: z.string().min(1),
   /** Signature algorithms accepted; anything else (`none`, HS256…) is refused. */
@@ -96,7 +125,7 @@ const runnerProvider = z.strictObject({
    * fetched again at most this often (a rotation is picked up at once; forged key
    * ids cannot make the control plane hammer the issuer).
    */
-  jwksCooldownSeconds: z.int().min(0).max(3600).default(30),
+  jwksCooldownSeconds: z.int().min(0).max(3600).default(5),
   /** Claims recorded with each session (those the token has); default: the usual CI identifying claims. */
   recordClaims: z.array(z.string().min(1)).optional(),
   /** Tried in order; the first that matches the token and allows the connection applies. */
@@ -106,12 +135,12 @@ const runnerProvider = z.strictObject({
 export type RunnerProviderConfig = z.infer<typeof runnerProvider>;
 
 const adminLogin = z.strictObject({
-  issuer: issuerUrl,
+  issuer: loopbackOrHttps,
   clientId: z.string().min(1),
   /** File holding the client secret; omit for a public client (PKCE alone). */
   clientSecretFile: z.string().optional(),
-  /** This control plane's callback as the issuer knows it: `<public URL>/v1/auth/callback`. */
-  redirectUrl: z.url({ protocol: /^https?$/ }),
+  /** This control plane's callback as the issuer knows it: `<public URL>/v1/auth/callback` (it receives an API key). */
+  redirectUrl: loopbackOrHttps,
   scopes: z.array(z.string()).default(["openid", "profile", "email"]),
   /** The ID-token claim listing the user's groups. */
   groupsClaim: z.string().min(1).default("groups"),
@@ -154,6 +183,10 @@ export const controlPlaneConfigObject = z.strictObject({
         .refine(
           (list) => new Set(list.map((p) => p.name)).size === list.length,
           "provider names must be unique",
+        )
+        .refine(
+          (list) => new Set(list.map((p) => `${p.issuer} ${p.audience}`)).size === list.length,
+          "two providers have the same issuer and audience: only the first would ever be used; merge their rules",
         ),
       /** Sign-in of people through OIDC (authorization code + PKCE); roles from group claims. */
       admin: adminLogin.optional(),
@@ -195,11 +228,13 @@ export const controlPlaneConfigObject = z.strictObject({
     .strictObject({
       /**
        * The keys of session tokens and seals: a JWK set (0600) whose first private
-       * Ed25519 key signs and whose every key verifies (keep retired keys' public
-       * halves there). Made with one new key on first start. Default
-       * `<data dir>/signing-key.jwk`. The only source of trusted keys: never the
-       * store, which whoever can write records could also write. Replicas share
-       * it (mount the same secret).
+       * Ed25519 key published three minutes ago (or its only private key) signs and
+       * whose every key verifies (keep retired keys' public halves there). Made with
+       * one new key on first start. Default `<data dir>/signing-key.jwk`. The only
+       * source of trusted keys: never the store, which whoever can write records
+       * could also write. Replicas share it: a writable shared volume lets them
+       * rotate it; a read-only mounted secret turns automatic rotation off (rotate
+       * by replacing the secret, the new private key first).
        */
       keyFile: z.string().optional(),
       /**

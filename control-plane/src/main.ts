@@ -191,7 +191,7 @@ async function startOn(
     keys,
     apiKeys,
     signIn: await adminSignIn(config.identity.admin, apiKeys, deps.log("cp.sign-in")),
-    runners: new RunnerIdentities(config.identity.providers, now),
+    runners: new RunnerIdentities(config.identity.providers, { now, logger: deps.log("cp.identity") }),
     feed,
     registry: deps.registry,
     metrics,

@@ -24,14 +24,22 @@ const message = {
 };
 
 let github: OidcIssuer;
-let azure: OidcIssuer;
+let entra: OidcIssuer;
+let pipelines: OidcIssuer;
 let gh: TestGatehouse;
 
 before(async () => {
   github = await OidcIssuer.start();
-  azure = await OidcIssuer.start({
+  // Entra ID: https://login.microsoftonline.com/<tenant>/v2.0, tokens for Gatehouse's app.
+  entra = await OidcIssuer.start({
     path: "/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0",
     audience: "api://gatehouse",
+  });
+  // Azure Pipelines workload identity federation: https://vstoken.dev.azure.com/<organization id>,
+  // a fixed audience, the service connection in `sub`.
+  pipelines = await OidcIssuer.start({
+    path: "/5b6e2c1a-9d3f-4e8b-a7c2-0f1e2d3c4b5a",
+    audience: "api://AzureADTokenExchange",
   });
   gh = await TestGatehouse.start({
     connections: [
@@ -61,21 +69,34 @@ before(async () => {
               },
               {
                 name: "deploy",
-                match: { job_workflow_ref: "contoso/workflows/.github/workflows/deploy.yml@refs/heads/main" },
+                // job_workflow_ref names the called workflow, not the caller: the owner is pinned too.
+                match: {
+                  repository_owner: "contoso",
+                  job_workflow_ref: "contoso/workflows/.github/workflows/deploy.yml@refs/heads/main",
+                },
                 connections: ["claude-prod"],
               },
             ],
           },
           {
-            name: "azure-pipelines",
-            issuer: azure.issuer,
+            name: "entra",
+            issuer: entra.issuer,
             audience: "api://gatehouse",
             rules: [
               {
-                match: { sub: "sc://contoso/app/*", tid: "72f988bf-86f1-41af-91ab-2d7cd011db47" },
+                match: {
+                  tid: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                  oid: ["4f2a9b1e-58b0-4c1e-9c2d-1a7f0e2d9c11"],
+                },
                 connections: ["claude"],
               },
             ],
+          },
+          {
+            name: "azure-pipelines",
+            issuer: pipelines.issuer,
+            audience: "api://AzureADTokenExchange",
+            rules: [{ match: { sub: "sc://contoso/app/*" }, connections: ["claude"] }],
           },
         ],
       },
@@ -85,7 +106,8 @@ before(async () => {
 after(async () => {
   await gh?.stop();
   await github?.stop();
-  await azure?.stop();
+  await entra?.stop();
+  await pipelines?.stop();
 });
 
 /** The control plane as a runner sees it: its only credential is the CI token. */
@@ -175,7 +197,16 @@ describe("a runner with a matching token", () => {
     });
     const closed = await new Client({ url: gh.cp.httpUrl, token: session.token }).closeSession(session.id);
     assert.equal(closed.status, "closed");
-    await assert.rejects(gh.anthropic(session).messages.create(message), { status: 401 });
+    await assert.rejects(gh.anthropic(session).messages.create(message), {
+      status: 401,
+      error: {
+        type: "error",
+        error: {
+          type: "authentication_error",
+          message: `Gatehouse (GATE_TOKEN_REVOKED): session ${session.id} was closed; open a new session`,
+        },
+      },
+    });
     const audit = (await (
       await fetch(`${gh.cp.httpUrl}/v1/audit`, { headers: { authorization: `Bearer ${gh.adminToken}` } })
     ).json()) as { items: Array<{ action: string; actor: string; target: string }> };
@@ -195,17 +226,46 @@ describe("a runner with a matching token", () => {
       body: JSON.stringify(message),
     });
     assert.equal(reply.status, 403);
-    assert.match(await reply.text(), /session token is for connection 'claude', not 'claude-prod'/);
+    assert.deepEqual(await reply.json(), {
+      type: "error",
+      error: {
+        type: "permission_error",
+        message:
+          "Gatehouse (GATE_WRONG_CONNECTION): session token is for connection 'claude', not 'claude-prod'; open a session for 'claude-prod'",
+      },
+    });
   });
 });
 
-test("an Azure Pipelines token from a path-based issuer opens a session", LIMIT, async () => {
-  const session = await runner(await azure.sign(azureClaims())).openSession({ connection: "claude" });
+test("an Azure Pipelines token names its service connection in the session's subject", LIMIT, async () => {
+  const token = await pipelines.sign({ sub: "sc://contoso/app/gatehouse-connection" });
+  const session = await runner(token).openSession({ connection: "claude" });
   const summary = await gh.admin.getSessionSummary(session.id);
-  assert.equal(summary.subject.id, `${azure.issuer}#sc://contoso/app/gatehouse-connection`);
-  assert.equal(summary.subject.claims.tid, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+  assert.equal(summary.subject.id, `${pipelines.issuer}#sc://contoso/app/gatehouse-connection`);
   assert.equal(summary.subject.claims.provider, "azure-pipelines");
+  const other = await pipelines.sign({ sub: "sc://fabrikam/app/gatehouse-connection" });
+  await refused(
+    other,
+    "claude",
+    403,
+    "GATE_FORBIDDEN",
+    /\(rule 1: sub "sc:\/\/fabrikam\/app\/gatehouse-connection" does not match\)$/,
+  );
 });
+
+test(
+  "an Entra ID token from a path-based issuer opens a session by tenant and object id",
+  LIMIT,
+  async () => {
+    const session = await runner(await entra.sign(azureClaims())).openSession({ connection: "claude" });
+    const summary = await gh.admin.getSessionSummary(session.id);
+    assert.equal(summary.subject.id, `${entra.issuer}#sc://contoso/app/gatehouse-connection`);
+    assert.deepEqual(
+      [summary.subject.claims.tid, summary.subject.claims.oid],
+      ["72f988bf-86f1-41af-91ab-2d7cd011db47", "4f2a9b1e-58b0-4c1e-9c2d-1a7f0e2d9c11"],
+    );
+  },
+);
 
 describe("refusals", () => {
   test("a token that matches no rule: 403 naming the provider and each rule's reason", LIMIT, async () => {
@@ -214,7 +274,7 @@ describe("refusals", () => {
       "claude",
       403,
       "GATE_FORBIDDEN",
-      /^provider 'github': no rule lets this token open a session for 'claude' \(main-branch: ref is "refs\/heads\/feature\/x", not "refs\/heads\/main" or "refs\/heads\/release\/\*\*"; deploy: job_workflow_ref is "contoso\/app\/\.github\/workflows\/ci\.yml@refs\/heads\/feature\/x", not "contoso\/workflows\/\.github\/workflows\/deploy\.yml@refs\/heads\/main"\)$/,
+      /^provider 'github': no rule lets this token open a session for 'claude' \(main-branch: ref "refs\/heads\/feature\/x" does not match; deploy: job_workflow_ref "contoso\/app\/\.github\/workflows\/ci\.yml@refs\/heads\/feature\/x" does not match\)$/,
     );
   });
 
@@ -224,7 +284,7 @@ describe("refusals", () => {
       "claude-prod",
       403,
       "GATE_FORBIDDEN",
-      /main-branch: it allows 'claude', not 'claude-prod'/,
+      /main-branch: it does not allow 'claude-prod'/,
     );
   });
 
@@ -273,7 +333,7 @@ describe("refusals", () => {
       "claude",
       401,
       "GATE_TOKEN_INVALID",
-      /^runner token from provider 'github' was issued in the future or too long ago/,
+      /^runner token from provider 'github' was issued in the future \(iat \d{4}-[\d-]+T[\d:.]+Z\); check the clocks/,
     );
   });
 
@@ -337,13 +397,49 @@ describe("refusals", () => {
       "claude",
       401,
       "GATE_TOKEN_INVALID",
-      /^the token's issuer "https:\/\/token\.example\.com" is not a configured identity provider \(providers: github, azure-pipelines\); request the token from your CI platform's issuer$/,
+      /^the token's issuer "https:\/\/token\.example\.com" is not a configured identity provider \(providers: github, entra, azure-pipelines\); request the token from your CI platform's issuer$/,
     );
   });
 
-  test("something that is neither a JWT nor an API key: 401", LIMIT, async () => {
-    await refused("gak_not-a-real-key", "claude", 401, "GATE_TOKEN_INVALID", /^API key not recognised/);
+  test(
+    "a bearer that is no JWT is taken for an API key, and an unknown one is refused: 401",
+    LIMIT,
+    async () => {
+      await refused("not-a-token-at-all", "claude", 401, "GATE_TOKEN_INVALID", /^API key not recognised/);
+    },
+  );
+
+  test("a token issued more than a day ago: 401, even if it has not expired", LIMIT, async () => {
+    const token = await github.sign(githubClaims(), {
+      issuedAtOffsetSeconds: -90_000,
+      expiresInSeconds: 100_000,
+    });
+    await refused(
+      token,
+      "claude",
+      401,
+      "GATE_TOKEN_INVALID",
+      /^runner token from provider 'github' was issued more than a day ago/,
+    );
   });
+
+  test(
+    "a token with a critical header Gatehouse does not understand: 401, not an outage",
+    LIMIT,
+    async () => {
+      const [, payload, signature] = (await github.sign(githubClaims())).split(".");
+      const header = Buffer.from(
+        JSON.stringify({ alg: "RS256", typ: "JWT", crit: ["x-unknown"], "x-unknown": 1 }),
+      ).toString("base64url");
+      await refused(
+        `${header}.${payload}.${signature}`,
+        "claude",
+        401,
+        "GATE_TOKEN_INVALID",
+        /is malformed or uses features Gatehouse does not accept/,
+      );
+    },
+  );
 });
 
 test("the issuer's keys are cached, and a rotation mid-run is picked up", LIMIT, async () => {

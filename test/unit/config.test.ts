@@ -126,5 +126,15 @@ describe("configuration", () => {
       },
     });
     assert.match(empty, /a rule must match at least one claim/);
+    const twice = problems(controlPlaneConfigSchema, {
+      connections: [connection],
+      identity: {
+        providers: [
+          provider("https://gitlab.com", ["claude"]),
+          { ...provider("https://gitlab.com", ["claude"]), name: "gitlab-2" },
+        ],
+      },
+    });
+    assert.match(twice, /two providers have the same issuer and audience/);
   });
 });

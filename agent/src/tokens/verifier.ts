@@ -64,7 +64,7 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
   }
 
   /**
-   * Replaces the verification keys and revocations with the control plane's current set.
+   * Replaces the verification keys with the control plane's current set and adds its revocations.
    *
    * @throws GatehouseError GATE_CONFIG_INVALID when a key is not a JWK; nothing is changed then.
    */
@@ -73,7 +73,8 @@ export class TokenVerifier extends EventEmitter<{ revoked: [sessionIds: string[]
     this.keySet = keySet;
     // A key may have been withdrawn: tokens verified with it must be checked again.
     this.verified.clear();
-    this.revoked.clear();
+    // Revocations only accumulate (until the tokens expire): a configuration read from the
+    // store before a session was closed must not undo the close's broadcast that overtook it.
     this.revoke(config.revoked);
     this.emit("configured");
   }

@@ -13,7 +13,7 @@ function toConnection(c: ConnectionConfig): Connection {
     upstream: c.upstream,
     // Only where the credential lives; the value never crosses the link.
     credential: {
-      env: c.credential.env,
+      ...("env" in c.credential ? { env: c.credential.env } : { vault: c.credential.vault }),
       scheme: c.credential.scheme ?? DEFAULT_SCHEME[c.type],
       username: c.credential.username ?? "",
     },

@@ -12,13 +12,13 @@ import type { Registry } from "prom-client";
 import type { AgentAccounts } from "../agents/accounts.js";
 import type { AuditLog } from "../audit/log.js";
 import type { ApiKeys, Principal } from "../identity/api-keys.js";
-import type { RunnerIdentities } from "../identity/runner-identity.js";
+import type { RunnerGrant, RunnerIdentities, VerifiedRunnerToken } from "../identity/runner-identity.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionFeed } from "../sessions/feed.js";
 import { type SessionService, sessionStatus } from "../sessions/service.js";
 import { sessionSummary, sessionView } from "../sessions/view.js";
-import type { AgentRecord, ApiKeyRecord, StoredEvent, Subject } from "../store/types.js";
+import type { AgentRecord, ApiKeyRecord, StoredEvent } from "../store/types.js";
 import { iso, isoOrNull } from "../time.js";
 import { bearerOf, looksLikeJwt, principalWithRole, requireRole } from "./auth.js";
 import { errorMiddleware } from "./errors.js";
@@ -71,6 +71,17 @@ function recordId(id: string | undefined, what: "session" | "agent" | "api-key")
     "GATE_NOT_FOUND",
     `no ${what} has that id; ${what} ids are UUIDs, as GET /v1/${what}s lists them`,
   );
+}
+
+/** A runner's OIDC token, verified; refused when no provider is configured. */
+function verifiedRunner(runners: RunnerIdentities, bearer: string): Promise<VerifiedRunnerToken> {
+  if (!runners.configured) {
+    throw new GatehouseError(
+      "GATE_TOKEN_INVALID",
+      "this control plane accepts no runner tokens (identity.providers is empty); use an API key, or configure a provider",
+    );
+  }
+  return runners.verify(bearer);
 }
 
 /** An API key as the API shows it: never the key or its hash. */
@@ -154,31 +165,26 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = openApiDocument();
   });
   router.get("/v1/.well-known/jwks.json", (ctx) => {
-    ctx.set("cache-control", "public, max-age=300");
+    // Shorter than the time a new key is published before it signs (PUBLISH_LEAD_MS).
+    ctx.set("cache-control", "public, max-age=60");
     ctx.body = { keys: deps.keys.publicJwks };
   });
 
   // A CI runner opens a session with its platform's OIDC token; an admin key may open one too.
   router.post("/v1/sessions", async (ctx) => {
     const bearer = bearerOf(ctx);
+    // Who is asking is settled before the body is read: a stranger learns nothing of the schema.
+    const runner = looksLikeJwt(bearer) ? await verifiedRunner(runners, bearer) : null;
+    const principal = runner ? null : await principalWithRole(apiKeys, bearer, ["admin"]);
     const body = parse(openSessionBody, ctx.request.body, "session request");
-    let subject: Subject;
-    let scope: { maxTtlSeconds?: number | undefined; labels?: Readonly<Record<string, string>> } = {};
-    if (looksLikeJwt(bearer)) {
-      if (!runners.configured) {
-        throw new GatehouseError(
-          "GATE_TOKEN_INVALID",
-          "this control plane accepts no runner tokens (identity.providers is empty); use an API key, or configure a provider",
-        );
-      }
-      const grant = await runners.authorize(bearer, body.connection);
-      subject = grant.subject;
-      scope = grant;
-    } else {
-      const principal = await principalWithRole(apiKeys, bearer, ["admin"]);
-      subject = { kind: "api-key", id: principal.id, claims: { name: principal.name } };
-    }
-    const opened = await sessions.open(subject, body, scope);
+    const grant: RunnerGrant = principal
+      ? {
+          subject: { kind: "api-key", id: principal.id, claims: { name: principal.name } },
+          maxTtlSeconds: undefined,
+          labels: {},
+        }
+      : runners.grant(runner as VerifiedRunnerToken, body.connection);
+    const opened = await sessions.open(grant.subject, body, grant);
     ctx.status = 201;
     ctx.body = {
       id: opened.session.id,

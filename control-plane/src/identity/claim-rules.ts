@@ -8,7 +8,7 @@ import type { RunnerRule } from "../config.js";
 export interface CompiledRule {
   name: string;
   rule: RunnerRule;
-  match: ReadonlyArray<{ claim: string; patterns: readonly string[]; regexes: readonly RegExp[] }>;
+  match: ReadonlyArray<{ claim: string; regexes: readonly RegExp[] }>;
 }
 
 export type RuleDecision =
@@ -40,7 +40,7 @@ export function compileRules(rules: readonly RunnerRule[]): CompiledRule[] {
     rule,
     match: Object.entries(rule.match).map(([claim, pattern]) => {
       const patterns = typeof pattern === "string" ? [pattern] : pattern;
-      return { claim, patterns, regexes: patterns.map(globToRegExp) };
+      return { claim, regexes: patterns.map(globToRegExp) };
     }),
   }));
 }
@@ -56,12 +56,13 @@ const shown = (value: string) => JSON.stringify(value.length > 120 ? `${value.sl
 
 /** Why `rule` does not match `claims`, or null when it does. */
 function mismatch(rule: CompiledRule, claims: Readonly<Record<string, unknown>>): string | null {
-  for (const { claim, patterns, regexes } of rule.match) {
+  for (const { claim, regexes } of rule.match) {
     const values = claimValues(claims[claim]);
     if (values.length === 0) return `the token has no ${claim} claim`;
+    // The token's own value, not the patterns: whoever holds any token of the issuer must
+    // not learn the rule set (organisations, workflow paths, environments) from refusals.
     if (!values.some((v) => regexes.some((r) => r.test(v)))) {
-      const expected = patterns.map((p) => JSON.stringify(p)).join(" or ");
-      return `${claim} is ${values.map(shown).join(", ")}, not ${expected}`;
+      return `${claim} ${values.map(shown).join(", ")} does not match`;
     }
   }
   return null;
@@ -80,9 +81,7 @@ export function decide(
   for (const rule of rules) {
     const why =
       mismatch(rule, claims) ??
-      (rule.rule.connections.includes(connection)
-        ? null
-        : `it allows ${rule.rule.connections.map((c) => `'${c}'`).join(", ")}, not '${connection}'`);
+      (rule.rule.connections.includes(connection) ? null : `it does not allow '${connection}'`);
     if (why === null) return { allowed: true, rule };
     reasons.push(`${rule.name}: ${why}`);
   }

@@ -11,9 +11,16 @@
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { createRemoteJWKSet, decodeJwt, type JWTPayload, errors as joseErrors, jwtVerify } from "jose";
 import * as oidc from "openid-client";
+import type { Logger } from "pino";
 import type { RunnerProviderConfig } from "../config.js";
 import type { Subject } from "../store/types.js";
 import { type CompiledRule, compileRules, decide } from "./claim-rules.js";
+
+/** A runner token whose signature and claims were checked, not yet matched to a rule. */
+export interface VerifiedRunnerToken {
+  provider: Provider;
+  claims: JWTPayload;
+}
 
 /** What a verified runner token may do, and who it is. */
 export interface RunnerGrant {
@@ -36,12 +43,17 @@ export const DEFAULT_RECORD_CLAIMS = [
   "ref",
   "sha",
   "workflow",
+  "workflow_ref",
   "job_workflow_ref",
+  "repository_id",
+  "repository_owner_id",
   "environment",
   "event_name",
   "run_id",
   "run_attempt",
   "actor",
+  "actor_id",
+  "runner_environment",
   // Azure / Entra ID
   "tid",
   "oid",
@@ -108,7 +120,7 @@ class Issuer {
   }
 }
 
-interface Provider {
+export interface Provider {
   issuer: Issuer;
   rules: CompiledRule[];
 }
@@ -128,7 +140,7 @@ export class RunnerIdentities {
 
   constructor(
     providers: readonly RunnerProviderConfig[],
-    private readonly now: () => number,
+    private readonly deps: { now: () => number; logger: Pick<Logger, "info" | "warn"> },
   ) {
     this.providers = providers.map((config) => ({
       issuer: new Issuer(config, config.jwksCooldownSeconds * 1000),
@@ -141,22 +153,50 @@ export class RunnerIdentities {
   }
 
   /**
-   * Verifies `token` and finds the rule that lets it open `connection`.
+   * Checks `token`: its issuer is configured, its signature verifies with the
+   * issuer's keys, and `iss`, `aud`, `exp`, `nbf` and `iat` are acceptable.
    *
    * @throws GatehouseError 401 (GATE_TOKEN_INVALID / GATE_TOKEN_EXPIRED) when the token
-   *   is not valid, 403 (GATE_FORBIDDEN) when no rule lets it open `connection`,
-   *   503 (GATE_IDENTITY_UNAVAILABLE) when its issuer cannot be reached.
+   *   is not valid, 503 (GATE_IDENTITY_UNAVAILABLE) when its issuer cannot be reached.
    */
-  async authorize(token: string, connection: string): Promise<RunnerGrant> {
+  async verify(token: string): Promise<VerifiedRunnerToken> {
     const provider = this.providerFor(token);
     const { config } = provider.issuer;
-    const claims = await this.verify(provider, token);
+    try {
+      const keySet = await provider.issuer.keySet();
+      const { payload } = await jwtVerify(token, keySet, {
+        issuer: config.issuer,
+        audience: config.audience,
+        algorithms: config.algorithms,
+        clockTolerance: config.clockSkewSeconds,
+        maxTokenAge: MAX_TOKEN_AGE_SECONDS,
+        requiredClaims: ["sub", "exp", "iat"],
+        currentDate: new Date(this.deps.now()),
+      });
+      return { provider, claims: payload };
+    } catch (error) {
+      const refused = error instanceof GatehouseError ? error : refusal(config, error);
+      if (refused.code === "GATE_IDENTITY_UNAVAILABLE") {
+        // Exposed errors are not logged by the API; an issuer outage must leave a trace.
+        this.deps.logger.warn({ provider: config.name, err: error }, refused.message);
+      }
+      throw refused;
+    }
+  }
+
+  /**
+   * The first rule of the token's provider that matches its claims and allows `connection`.
+   *
+   * @throws GatehouseError 403 (GATE_FORBIDDEN) naming, per rule, what kept it from applying.
+   */
+  grant(token: VerifiedRunnerToken, connection: string): RunnerGrant {
+    const { provider, claims } = token;
+    const { config } = provider.issuer;
     const decision = decide(provider.rules, claims, connection);
     if (!decision.allowed) {
-      throw new GatehouseError(
-        "GATE_FORBIDDEN",
-        `provider '${config.name}': no rule lets this token open a session for '${connection}' (${decision.reason})`,
-      );
+      const message = `provider '${config.name}': no rule lets this token open a session for '${connection}' (${decision.reason})`;
+      this.deps.logger.info({ provider: config.name, sub: claims.sub }, message);
+      throw new GatehouseError("GATE_FORBIDDEN", message);
     }
     const recorded: Record<string, string> = {
       provider: config.name,
@@ -202,31 +242,17 @@ export class RunnerIdentities {
       candidates.find((p) => audiences.includes(p.issuer.config.audience)) ?? (candidates[0] as Provider)
     );
   }
-
-  private async verify(provider: Provider, token: string): Promise<JWTPayload> {
-    const { config } = provider.issuer;
-    const keySet = await provider.issuer.keySet();
-    try {
-      const { payload } = await jwtVerify(token, keySet, {
-        issuer: config.issuer,
-        audience: config.audience,
-        algorithms: config.algorithms,
-        clockTolerance: config.clockSkewSeconds,
-        maxTokenAge: MAX_TOKEN_AGE_SECONDS,
-        requiredClaims: ["sub", "exp", "iat"],
-        currentDate: new Date(this.now()),
-      });
-      return payload;
-    } catch (error) {
-      throw refusal(config, error);
-    }
-  }
 }
 
 /** A jose verification failure as the error the runner sees: what was wrong, never the token. */
 function refusal(config: RunnerProviderConfig, error: unknown): GatehouseError {
   const from = `runner token from provider '${config.name}'`;
   const invalid = (why: string) => new GatehouseError("GATE_TOKEN_INVALID", `${from} ${why}`);
+  if (error instanceof joseErrors.JWTExpired && error.claim === "iat") {
+    return invalid(
+      `was issued more than a day ago (iat ${isoSeconds(error.payload.iat)}); request a fresh token`,
+    );
+  }
   if (error instanceof joseErrors.JWTExpired) {
     const exp =
       typeof error.payload.exp === "number" ? ` at ${new Date(error.payload.exp * 1000).toISOString()}` : "";
@@ -250,7 +276,7 @@ function refusal(config: RunnerProviderConfig, error: unknown): GatehouseError {
     }
     if (claim === "iat") {
       return invalid(
-        `was issued in the future or too long ago (iat ${describe(payload.iat)}); check the clocks, or request a fresh token`,
+        `was issued in the future (iat ${isoSeconds(payload.iat)}); check the clocks of the runner's platform and the control plane`,
       );
     }
     return invalid(`has an unacceptable ${claim} claim`);
@@ -270,12 +296,27 @@ function refusal(config: RunnerProviderConfig, error: unknown): GatehouseError {
       "has a signature that does not verify with the issuer's keys; it was altered or not issued by this issuer",
     );
   }
-  if (error instanceof joseErrors.JWTInvalid || error instanceof joseErrors.JWSInvalid) {
-    return invalid("is malformed; send the OIDC ID token exactly as your CI platform issued it");
+  if (issuerUnreachable(error)) {
+    return new GatehouseError(
+      "GATE_IDENTITY_UNAVAILABLE",
+      `cannot fetch the signing keys of provider '${config.name}' (${(error as Error).message}); check that the control plane can reach the issuer's jwks_uri`,
+      { cause: error },
+    );
   }
-  return new GatehouseError(
-    "GATE_IDENTITY_UNAVAILABLE",
-    `cannot fetch the signing keys of provider '${config.name}' (${(error as Error).message}); check that the control plane can reach the issuer`,
-    { cause: error },
+  // Anything else jose refuses (malformed, unsupported or critical headers…) is the token's fault.
+  return invalid(
+    "is malformed or uses features Gatehouse does not accept; send the OIDC ID token exactly as your CI platform issued it",
   );
+}
+
+/** A JWT time claim (seconds) as ISO 8601, or as given when it is no number. */
+function isoSeconds(value: unknown): string {
+  return typeof value === "number" ? new Date(value * 1000).toISOString() : describe(value);
+}
+
+/** Failures to fetch the keys (network, timeout, a bad answer), as opposed to a bad token. */
+function issuerUnreachable(error: unknown): boolean {
+  if (!(error instanceof joseErrors.JOSEError)) return true;
+  if (error instanceof joseErrors.JWKSTimeout || error instanceof joseErrors.JWKSInvalid) return true;
+  return error.code === "ERR_JOSE_GENERIC" && error.message.startsWith("Expected 200 OK");
 }

@@ -12,7 +12,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import { SESSION_TOKEN } from "@gatehouse/proto/session-token";
@@ -55,7 +55,8 @@ interface ActiveKey {
 
 /**
  * A key of the key file: Ed25519, with its kid; `d` only on keys that sign or
- * are about to; `iat` (seconds) when Gatehouse made it, absent on keys made by hand.
+ * are about to; `iat` (seconds) when it was made — for a key added by hand
+ * without one, the time the file was last written.
  */
 interface FileJwk extends JWK {
   kid: string;
@@ -68,9 +69,12 @@ const isEd25519 = (k: Partial<FileJwk>): k is FileJwk =>
 const isPrivate = (k: FileJwk) => typeof k.d === "string";
 const madeAt = (k: FileJwk) => (k.iat ?? 0) * 1000;
 
+/** Keys written from one process at a time, and only where the file's directory is writable. */
+const READ_ONLY = new Set(["EROFS", "EACCES", "EPERM"]);
+
 /**
  * The key file: a JWK set whose every key is trusted to verify (retired keys keep
- * their public halves there, so what they signed still verifies) and whose newest
+ * their public halves there, so what they signed still verifies) and whose first
  * private key published {@link PUBLISH_LEAD_MS} ago signs. A file holding one
  * private JWK is read as a set of one.
  */
@@ -101,7 +105,8 @@ async function readKeyFile(path: string): Promise<FileJwk[] | null> {
       `the signing key file ${path} must hold Ed25519 JWKs with kids, one of them private; remove it to have a new key made, or restore the right file`,
     );
   }
-  return keys;
+  const written = Math.floor((await stat(path)).mtimeMs / 1000);
+  return keys.map((k) => (typeof k.iat === "number" ? k : { ...k, iat: written }));
 }
 
 async function newKey(now: number): Promise<FileJwk> {
@@ -112,7 +117,14 @@ async function newKey(now: number): Promise<FileJwk> {
 /** Replaces the key file in one step (write aside, then rename), so no reader sees half a file. */
 async function writeKeyFile(path: string, keys: readonly FileJwk[]): Promise<void> {
   const aside = `${path}.${randomUUID()}.tmp`;
-  await writeFile(aside, `${JSON.stringify({ keys })}\n`, { mode: 0o600, flag: "wx" });
+  const file = await open(aside, "wx", 0o600);
+  try {
+    await file.writeFile(`${JSON.stringify({ keys })}\n`);
+    // On disk before it replaces the file: a power loss must not leave an empty key file.
+    await file.sync();
+  } finally {
+    await file.close();
+  }
   await rename(aside, path);
 }
 
@@ -148,9 +160,13 @@ async function warnIfShared(path: string, logger: Pick<Logger, "warn">): Promise
   );
 }
 
-/** The key that signs at `now`: the newest private key published long enough ago, else the oldest. */
+/**
+ * The key that signs at `now`: the first private key (in file order) published
+ * long enough ago; if none is, the last private key — so a file holding a single
+ * new private key (a rotation by hand after a compromise) signs with it at once.
+ */
 function signerOf(keys: readonly FileJwk[], now: number): FileJwk {
-  const candidates = keys.filter(isPrivate).sort((a, b) => madeAt(b) - madeAt(a));
+  const candidates = keys.filter(isPrivate);
   return (candidates.find((k) => madeAt(k) <= now - PUBLISH_LEAD_MS) ?? candidates.at(-1)) as FileJwk;
 }
 
@@ -170,13 +186,15 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
   private fileText = "";
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
+  private rotateEveryMs: number | null;
 
   private constructor(
     private readonly keyFile: string,
-    private readonly logger: Pick<Logger, "warn" | "info">,
+    private readonly logger: Pick<Logger, "warn" | "info" | "error">,
     private readonly rotation: KeyRotation,
   ) {
     super();
+    this.rotateEveryMs = rotation.everyMs;
   }
 
   /**
@@ -187,7 +205,7 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
    */
   static async load(
     keyFile: string,
-    logger: Pick<Logger, "warn" | "info">,
+    logger: Pick<Logger, "warn" | "info" | "error">,
     rotation: KeyRotation = { everyMs: null, now: Date.now },
   ): Promise<SigningKeys> {
     const keys = new SigningKeys(keyFile, logger, rotation);
@@ -217,10 +235,15 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
    */
   async tick(): Promise<void> {
     try {
-      const { everyMs, now } = this.rotation;
-      const keys = (await readKeyFile(this.keyFile)) ?? [];
-      const newest = Math.max(...keys.map(madeAt));
-      if (everyMs !== null && newest <= now() - everyMs) await this.rotate();
+      const keys = await readKeyFile(this.keyFile);
+      if (keys === null) {
+        this.logger.error(
+          { keyFile: this.keyFile },
+          "the signing key file is gone; signing goes on with the keys loaded, none is rotated: restore the file",
+        );
+        return;
+      }
+      if (this.rotationDue(keys)) await this.rotate({ onlyIfDue: true });
       else await this.use(keys);
     } catch (error) {
       this.logger.warn(
@@ -231,17 +254,29 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
   }
 
   /**
-   * Publishes a new key now; it signs from {@link PUBLISH_LEAD_MS} on. Private
-   * halves of keys that no longer sign are dropped. One replica at a time
-   * rotates (a lock file beside the key file); the others pick up the result.
-   * Resolves with the new key's kid, or null if another replica holds the lock.
+   * Publishes a new key now; it signs from {@link PUBLISH_LEAD_MS} on, first in
+   * the file. Private halves of keys that no longer sign are dropped. One replica
+   * at a time rotates (a lock file beside the key file; with `onlyIfDue`, it checks
+   * again under the lock that no other replica has just rotated); the others pick
+   * up the result. Resolves with the new key's kid, or null when it made none.
    */
-  async rotate(): Promise<string | null> {
+  async rotate(options: { onlyIfDue?: boolean } = {}): Promise<string | null> {
     const lock = `${this.keyFile}.lock`;
-    if (!(await takeLock(lock))) return null;
+    const locked = await takeLock(lock).catch((error: NodeJS.ErrnoException) => {
+      if (!READ_ONLY.has(error.code ?? "")) throw error;
+      // A key file mounted from a read-only secret: rotate by replacing the secret.
+      this.rotateEveryMs = null;
+      this.logger.warn(
+        { keyFile: this.keyFile, code: error.code },
+        "automatic signing key rotation is off: the key file's directory is not writable; rotate by replacing the file (put the new private key first)",
+      );
+      return null;
+    });
+    if (!locked) return null;
     try {
       const now = this.rotation.now();
-      const keys = (await readKeyFile(this.keyFile)) ?? [];
+      const keys = await readKeyFile(this.keyFile);
+      if (keys === null || (options.onlyIfDue && !this.rotationDue(keys))) return null;
       const signer = signerOf(keys, now);
       const added = await newKey(now);
       const kept = keys.map((k) => (k === signer || !isPrivate(k) ? k : withoutPrivateHalf(k)));
@@ -256,6 +291,11 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
     } finally {
       await unlink(lock).catch(() => {});
     }
+  }
+
+  private rotationDue(keys: readonly FileJwk[]): boolean {
+    const every = this.rotateEveryMs;
+    return every !== null && Math.max(...keys.map(madeAt)) <= this.rotation.now() - every;
   }
 
   /** Public keys as JWKs (with kid, alg and use), for agents and the JWKS endpoint. */
@@ -281,8 +321,9 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
   }
 
   /**
-   * The session and subject of a session token this control plane signed. Expiry
-   * is not checked: a session's own token may still close it after it expired.
+   * The session and subject of a session token this control plane signed. A
+   * token expired less than a day ago is accepted: a session's own token may
+   * still close it after it expired (a long job), not for ever.
    *
    * @throws GatehouseError GATE_TOKEN_INVALID when it is not such a token.
    */
@@ -294,7 +335,9 @@ export class SigningKeys extends EventEmitter<{ changed: [] }> {
         typ: SESSION_TOKEN.type,
         algorithms: [SESSION_TOKEN.algorithm],
         requiredClaims: ["sub", "sid"],
-        currentDate: new Date(0),
+        // An expired session may still be closed by its own token, for a day.
+        clockTolerance: 86_400,
+        currentDate: new Date(this.rotation.now()),
       });
       if (typeof payload.sid === "string" && typeof payload.sub === "string") {
         return { sessionId: payload.sid, subject: payload.sub };

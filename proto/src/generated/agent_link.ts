@@ -20,6 +20,7 @@ import type { Revocation as _gatehouse_v1_Revocation, Revocation__Output as _gat
 import type { RevokedSession as _gatehouse_v1_RevokedSession, RevokedSession__Output as _gatehouse_v1_RevokedSession__Output } from './gatehouse/v1/RevokedSession.js';
 import type { ServerSentEvent as _gatehouse_v1_ServerSentEvent, ServerSentEvent__Output as _gatehouse_v1_ServerSentEvent__Output } from './gatehouse/v1/ServerSentEvent.js';
 import type { SessionEvent as _gatehouse_v1_SessionEvent, SessionEvent__Output as _gatehouse_v1_SessionEvent__Output } from './gatehouse/v1/SessionEvent.js';
+import type { VaultSecret as _gatehouse_v1_VaultSecret, VaultSecret__Output as _gatehouse_v1_VaultSecret__Output } from './gatehouse/v1/VaultSecret.js';
 import type { VerificationKey as _gatehouse_v1_VerificationKey, VerificationKey__Output as _gatehouse_v1_VerificationKey__Output } from './gatehouse/v1/VerificationKey.js';
 import type { Welcome as _gatehouse_v1_Welcome, Welcome__Output as _gatehouse_v1_Welcome__Output } from './gatehouse/v1/Welcome.js';
 
@@ -50,6 +51,7 @@ export interface ProtoGrpcType {
       RevokedSession: MessageTypeDefinition<_gatehouse_v1_RevokedSession, _gatehouse_v1_RevokedSession__Output>
       ServerSentEvent: MessageTypeDefinition<_gatehouse_v1_ServerSentEvent, _gatehouse_v1_ServerSentEvent__Output>
       SessionEvent: MessageTypeDefinition<_gatehouse_v1_SessionEvent, _gatehouse_v1_SessionEvent__Output>
+      VaultSecret: MessageTypeDefinition<_gatehouse_v1_VaultSecret, _gatehouse_v1_VaultSecret__Output>
       VerificationKey: MessageTypeDefinition<_gatehouse_v1_VerificationKey, _gatehouse_v1_VerificationKey__Output>
       Welcome: MessageTypeDefinition<_gatehouse_v1_Welcome, _gatehouse_v1_Welcome__Output>
     }

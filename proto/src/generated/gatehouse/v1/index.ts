@@ -18,5 +18,6 @@ export type * from "./Revocation.js";
 export type * from "./RevokedSession.js";
 export type * from "./ServerSentEvent.js";
 export type * from "./SessionEvent.js";
+export type * from "./VaultSecret.js";
 export type * from "./VerificationKey.js";
 export type * from "./Welcome.js";
