@@ -39,6 +39,64 @@ export const proxyConfigSchema = z.strictObject({
   upstreamIdleTimeoutSeconds: z.int().min(1).default(600),
 });
 
+/** A file path in the agent's file system. */
+const filePath = z.string().min(1);
+
+/**
+ * How the agent logs in to Vault: exactly one method. Files are read at each
+ * login, so a token, secret id or JWT rotated on disk is used from the next login on.
+ *
+ * @see https://developer.hashicorp.com/vault/docs/auth
+ */
+export const vaultAuthSchema = z
+  .strictObject({
+    /** A Vault token read from a file (e.g. one a Vault Agent sink keeps current). */
+    token: z.strictObject({ tokenFile: filePath }).optional(),
+    /** AppRole, mounted at `approle`: the role id, and a file holding the secret id. */
+    approle: z.strictObject({ roleId: z.string().min(1), secretIdFile: filePath }).optional(),
+    /** Kubernetes, mounted at `kubernetes`: the Vault role and the pod's service account token. */
+    kubernetes: z
+      .strictObject({
+        role: z.string().min(1),
+        jwtFile: filePath.default("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+      })
+      .optional(),
+    /** JWT/OIDC: the Vault role, a file holding the JWT, and the auth method's mount path (default `jwt`). */
+    jwt: z
+      .strictObject({ role: z.string().min(1), jwtFile: filePath, path: z.string().min(1).default("jwt") })
+      .optional(),
+  })
+  .refine((auth) => Object.values(auth).filter((method) => method !== undefined).length === 1, {
+    message: "name exactly one Vault login method: token, approle, kubernetes or jwt",
+  });
+
+/**
+ * Where the agent reads connection credentials named `{vault: …}` (HashiCorp
+ * Vault or OpenBao). Only the agent holds them; they never reach the control plane.
+ */
+export const vaultConfigSchema = z.strictObject({
+  /** Vault's base URL, e.g. https://vault.example.com:8200. */
+  address: z.url({ protocol: /^https?$/ }),
+  /** Vault Enterprise / OpenBao namespace, sent as X-Vault-Namespace. */
+  namespace: z.string().min(1).optional(),
+  /** PEM file of the CA that signed Vault's certificate (default: the system roots). */
+  caCert: filePath.optional(),
+  auth: vaultAuthSchema,
+  /**
+   * How long a secret read from a KV engine is used before the next request reads it
+   * again (so a rotated secret is picked up without a restart). 0 reads it for every
+   * request. A dynamic secret is used for as long as its lease can be renewed.
+   */
+  cacheSeconds: z.int().min(0).default(300),
+  /**
+   * How long past its refresh time a secret may keep serving while Vault cannot be
+   * reached (network error, timeout, 5xx); never past a dynamic secret's lease. 0: not at all.
+   */
+  staleIfErrorSeconds: z.int().min(0).default(900),
+  /** How long one request to Vault may take. */
+  timeoutSeconds: z.int().min(1).max(300).default(10),
+});
+
 export const agentConfigSchema = z.strictObject({
   agent: z
     .strictObject({
@@ -82,10 +140,13 @@ export const agentConfigSchema = z.strictObject({
       fsyncIntervalMs: z.int().min(0).max(10_000).default(100),
     })
     .default({ fsyncIntervalMs: 100 }),
+  /** Vault, for connections whose credential is `{vault: …}`; without it they fail at request time. */
+  vault: vaultConfigSchema.optional(),
 });
 
 export type AgentConfig = Readonly<z.infer<typeof agentConfigSchema>>;
 export type ProxyConfig = Readonly<z.infer<typeof proxyConfigSchema>>;
+export type VaultConfig = Readonly<z.infer<typeof vaultConfigSchema>>;
 
 /**
  * V8 options for an agent process. A smaller young generation keeps an agent

@@ -13,8 +13,9 @@ import { splitHostPort } from "@gatehouse/proto/address";
 import { asGatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { type Clock, systemClock } from "./clock.js";
 import type { AgentConfig } from "./config.js";
-import { Credentials, EnvCredentialSource } from "./credentials/source.js";
+import { CredentialSources, Credentials, EnvCredentialSource } from "./credentials/source.js";
 import { AgentLinkClient, type LinkTls } from "./link/link.js";
 import { createAgentMetrics } from "./metrics.js";
 import type { FinishedExchange } from "./proxy/recorder.js";
@@ -22,6 +23,7 @@ import { createProxyServer } from "./proxy/server.js";
 import { UpstreamPool } from "./proxy/upstream.js";
 import { Spool } from "./spool/spool.js";
 import { TokenVerifier } from "./tokens/verifier.js";
+import { VaultCredentialSource } from "./vault/credentials.js";
 
 export type { AgentConfig } from "./config.js";
 export { agentConfigSchema, proxyConfigSchema } from "./config.js";
@@ -39,6 +41,8 @@ export interface AgentDeps {
   /** A logger per component (levels are set per component by the caller). */
   log: (component: string) => Logger;
   registry: Registry;
+  /** Time for Vault's token, lease and secret-cache timing (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface RunningAgent {
@@ -100,8 +104,21 @@ async function makePrivate(dir: string, log: Logger): Promise<void> {
   }
 }
 
+/** The names of pushed connections whose credential is in Vault. */
+function vaultConnections(connections: readonly Connection__Output[]): string[] {
+  return connections.filter((c) => c.credential?.vault).map((c) => c.name);
+}
+
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const { config } = deps;
+  // Before anything else: a Vault the agent cannot log in to is a configuration to fix now,
+  // not a failure of the first request.
+  const vault = config.vault
+    ? await VaultCredentialSource.start(config.vault, {
+        logger: deps.log("agent.vault"),
+        clock: deps.clock ?? systemClock,
+      })
+    : null;
   const spoolDir = config.spool.dir ?? join(deps.dataDir, "spool");
   // Spooled events hold prompts and responses: the spool and the data dir around it are the
   // agent user's alone, also when they were made earlier with looser modes (mkdir sets none then).
@@ -139,7 +156,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const exchanges = new EventEmitter<{ finished: [FinishedExchange] }>();
   const server = createProxyServer({
     verifier,
-    credentials: new Credentials(new EnvCredentialSource(deps.env)),
+    credentials: new Credentials(new CredentialSources({ env: new EnvCredentialSource(deps.env), vault })),
     spool,
     onExchangeFinished: (exchange) => {
       metrics.exchanges.inc({
@@ -164,10 +181,15 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     registry: deps.registry,
   });
   const listen = splitHostPort(config.proxy.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(listen.port, listen.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(listen.port, listen.host, () => resolve());
+    });
+  } catch (error) {
+    await vault?.stop();
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
   const proxyUrl = config.proxy.publicUrl ?? `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
@@ -200,6 +222,13 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       }
       refused = null;
       connections = new Map(pushed.connections.map((c) => [c.name, c]));
+      const inVault = config.vault ? [] : vaultConnections(pushed.connections);
+      if (inVault.length > 0) {
+        linkLog.warn(
+          { connections: inVault },
+          "these connections take their credential from Vault, but this agent has no `vault` configuration: their requests fail until one is added",
+        );
+      }
       linkLog.info({ connections: [...connections.keys()] }, "configuration received");
     },
     onRevocation: (sessions) => verifier.revoke(sessions),
@@ -235,7 +264,12 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
           // Rejects with the spool's write failure, if it had one; the pool is closed regardless.
           await spool.close();
         } finally {
-          await upstreams.close();
+          try {
+            await upstreams.close();
+          } finally {
+            // After the last request: revokes the dynamic secrets' leases.
+            await vault?.stop();
+          }
         }
       })();
       return stopping;

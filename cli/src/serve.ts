@@ -29,6 +29,8 @@ const upConfigSchema = controlPlaneConfigObject
   .extend({
     proxy: proxyConfigSchema.default(proxyConfigSchema.parse({})),
     spool: agentConfigSchema.shape.spool,
+    /** The agent's Vault, for connections whose credential is `{vault: …}`. */
+    vault: agentConfigSchema.shape.vault,
     log: logSchema,
   })
   .superRefine(ruleConnectionsExist);
@@ -135,6 +137,7 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
         controlPlane: { address: cp.grpcAddress },
         proxy: { ...file.proxy, listen: flags.proxy ?? file.proxy.listen },
         spool: file.spool,
+        vault: file.vault,
         log: file.log,
       }),
       { mode: 0o600 },

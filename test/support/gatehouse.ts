@@ -46,8 +46,13 @@ export class LogCapture {
       done();
     },
   });
-  readonly root = pino({ level: process.env.GATEHOUSE_TEST_LOG ?? "debug" }, this.stream);
+  readonly root: Logger;
   readonly log = (component: string) => this.root.child({ component });
+
+  /** `level`: the least level kept (default `GATEHOUSE_TEST_LOG`, else debug). */
+  constructor(level?: string) {
+    this.root = pino({ level: level ?? process.env.GATEHOUSE_TEST_LOG ?? "debug" }, this.stream);
+  }
 
   /**
    * The first entry at index `from` or later (take `lines.length` before an action to see
@@ -110,6 +115,8 @@ export interface AgentStartOptions {
 }
 
 export interface GatehouseOptions {
+  /** The least log level kept in {@link TestGatehouse.logs} (default debug). */
+  logLevel?: string;
   fake?: FakeAnthropicOptions;
   /** Extra agent config (merged over the defaults). */
   agent?: Record<string, unknown>;
@@ -142,7 +149,7 @@ async function testStore(): Promise<{ config: Record<string, unknown>; drop: () 
 let mongoServer: Promise<MongoServer> | undefined;
 
 export class TestGatehouse {
-  readonly logs = new LogCapture();
+  readonly logs: LogCapture;
   readonly adminToken = `adm_${randomBytes(16).toString("hex")}`;
   cp!: RunningControlPlane;
   agent!: RunningAgent;
@@ -164,7 +171,9 @@ export class TestGatehouse {
     readonly fake: FakeAnthropic,
     private readonly store: Awaited<ReturnType<typeof testStore>>,
     private readonly options: GatehouseOptions,
-  ) {}
+  ) {
+    this.logs = new LogCapture(options.logLevel);
+  }
 
   static async start(options: GatehouseOptions = {}): Promise<TestGatehouse> {
     const store = await testStore();

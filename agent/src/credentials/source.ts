@@ -28,6 +28,23 @@ export class EnvCredentialSource implements CredentialSource {
   }
 }
 
+/**
+ * Each credential from where it is: `{env}` from the agent's environment, `{vault}` from
+ * Vault, when the agent has a `vault` configuration.
+ */
+export class CredentialSources implements CredentialSource {
+  constructor(private readonly sources: { env: CredentialSource; vault: CredentialSource | null }) {}
+
+  async get(connection: string, ref: CredentialRef__Output): Promise<string> {
+    if (!ref.vault) return this.sources.env.get(connection, ref);
+    if (this.sources.vault) return this.sources.vault.get(connection, ref);
+    throw new GatehouseError(
+      "GATE_CREDENTIAL_UNAVAILABLE",
+      `the credential for connection '${connection}' is unavailable: it is in Vault (${ref.vault.path}), but this agent has no \`vault\` configuration; add a vault block (address, auth) to the agent's config`,
+    );
+  }
+}
+
 /** The upstream request headers that carry a credential under `ref.scheme`. */
 function credentialHeaders(ref: CredentialRef__Output, credential: string): Record<string, string> {
   switch (ref.scheme) {
