@@ -4,7 +4,7 @@
  * next to each option. Connections themselves come from the control plane.
  */
 import { isIP } from "node:net";
-import { HOST_PORT, splitHostPort } from "@gatehouse/proto/address";
+import { HOST_PORT, HTTPS_OR_LOOPBACK, isHttpsOrLoopback, splitHostPort } from "@gatehouse/proto/address";
 import { z } from "zod";
 
 /** The largest `proxy.maxSseEventBytes`: the link's batch cap (link/link.ts `MAX_BATCH_BYTES`). */
@@ -63,7 +63,15 @@ export const vaultAuthSchema = z
       .optional(),
     /** JWT/OIDC: the Vault role, a file holding the JWT, and the auth method's mount path (default `jwt`). */
     jwt: z
-      .strictObject({ role: z.string().min(1), jwtFile: filePath, path: z.string().min(1).default("jwt") })
+      .strictObject({
+        role: z.string().min(1),
+        jwtFile: filePath,
+        // Part of the login URL (node-vault renders it into a template): path segments only.
+        path: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, "expected a mount path such as jwt or ci/jwt")
+          .default("jwt"),
+      })
       .optional(),
   })
   .refine((auth) => Object.values(auth).filter((method) => method !== undefined).length === 1, {
@@ -74,28 +82,33 @@ export const vaultAuthSchema = z
  * Where the agent reads connection credentials named `{vault: …}` (HashiCorp
  * Vault or OpenBao). Only the agent holds them; they never reach the control plane.
  */
-export const vaultConfigSchema = z.strictObject({
-  /** Vault's base URL, e.g. https://vault.example.com:8200. */
-  address: z.url({ protocol: /^https?$/ }),
-  /** Vault Enterprise / OpenBao namespace, sent as X-Vault-Namespace. */
-  namespace: z.string().min(1).optional(),
-  /** PEM file of the CA that signed Vault's certificate (default: the system roots). */
-  caCert: filePath.optional(),
-  auth: vaultAuthSchema,
-  /**
-   * How long a secret read from a KV engine is used before the next request reads it
-   * again (so a rotated secret is picked up without a restart). 0 reads it for every
-   * request. A dynamic secret is used for as long as its lease can be renewed.
-   */
-  cacheSeconds: z.int().min(0).default(300),
-  /**
-   * How long past its refresh time a secret may keep serving while Vault cannot be
-   * reached (network error, timeout, 5xx); never past a dynamic secret's lease. 0: not at all.
-   */
-  staleIfErrorSeconds: z.int().min(0).default(900),
-  /** How long one request to Vault may take. */
-  timeoutSeconds: z.int().min(1).max(300).default(10),
-});
+export const vaultConfigSchema = z
+  .strictObject({
+    /** Vault's base URL, e.g. https://vault.example.com:8200; plain http only to this machine. */
+    address: z.url({ protocol: /^https?$/ }).refine(isHttpsOrLoopback, HTTPS_OR_LOOPBACK),
+    /** Vault Enterprise / OpenBao namespace, sent as X-Vault-Namespace. */
+    namespace: z.string().min(1).optional(),
+    /** PEM file of the CA that signed Vault's certificate (default: the system roots). */
+    caCert: filePath.optional(),
+    auth: vaultAuthSchema,
+    /**
+     * How long a secret read from a KV engine is used before the next request reads it
+     * again (so a rotated secret is picked up without a restart). 0 reads it for every
+     * request. A dynamic secret is used for as long as its lease can be renewed.
+     */
+    cacheSeconds: z.int().min(0).default(300),
+    /**
+     * How long past its refresh time a secret may keep serving while Vault cannot be
+     * reached (network error, timeout, 5xx); never past a dynamic secret's lease. 0: not at all.
+     */
+    staleIfErrorSeconds: z.int().min(0).default(900),
+    /** How long one request to Vault may take. */
+    timeoutSeconds: z.int().min(1).max(300).default(10),
+  })
+  .refine((vault) => !vault.caCert || vault.address.startsWith("https:"), {
+    message: "vault.caCert is for an https address; make vault.address https, or remove caCert",
+    path: ["caCert"],
+  });
 
 export const agentConfigSchema = z.strictObject({
   agent: z

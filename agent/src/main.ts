@@ -110,15 +110,25 @@ function vaultConnections(connections: readonly Connection__Output[]): string[] 
 }
 
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
-  const { config } = deps;
   // Before anything else: a Vault the agent cannot log in to is a configuration to fix now,
   // not a failure of the first request.
-  const vault = config.vault
-    ? await VaultCredentialSource.start(config.vault, {
+  const vault = deps.config.vault
+    ? await VaultCredentialSource.start(deps.config.vault, {
         logger: deps.log("agent.vault"),
         clock: deps.clock ?? systemClock,
       })
     : null;
+  try {
+    return await startServing(deps, vault);
+  } catch (error) {
+    // The session would go on renewing its token for an agent that never ran.
+    await vault?.stop();
+    throw error;
+  }
+}
+
+async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null): Promise<RunningAgent> {
+  const { config } = deps;
   const spoolDir = config.spool.dir ?? join(deps.dataDir, "spool");
   // Spooled events hold prompts and responses: the spool and the data dir around it are the
   // agent user's alone, also when they were made earlier with looser modes (mkdir sets none then).
@@ -181,15 +191,10 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     registry: deps.registry,
   });
   const listen = splitHostPort(config.proxy.listen);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(listen.port, listen.host, () => resolve());
-    });
-  } catch (error) {
-    await vault?.stop();
-    throw error;
-  }
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
   const port = (server.address() as AddressInfo).port;
   const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
   const proxyUrl = config.proxy.publicUrl ?? `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
@@ -251,25 +256,25 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     exchanges,
     stop(graceMs = 10_000) {
       stopping ??= (async () => {
-        const deadline = Date.now() + graceMs;
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        const grace = setTimeout(() => server.closeAllConnections(), graceMs);
-        await closed;
-        clearTimeout(grace);
-        // What was recorded should reach the store now rather than at the next start.
-        await within(running.whenDrained(), deadline - Date.now());
-        await running.stop();
         try {
-          // Rejects with the spool's write failure, if it had one; the pool is closed regardless.
-          await spool.close();
-        } finally {
+          const deadline = Date.now() + graceMs;
+          const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections();
+          const grace = setTimeout(() => server.closeAllConnections(), graceMs);
+          await closed;
+          clearTimeout(grace);
+          // What was recorded should reach the store now rather than at the next start.
+          await within(running.whenDrained(), deadline - Date.now());
+          await running.stop();
           try {
-            await upstreams.close();
+            // Rejects with the spool's write failure, if it had one; the pool is closed regardless.
+            await spool.close();
           } finally {
-            // After the last request: revokes the dynamic secrets' leases.
-            await vault?.stop();
+            await upstreams.close();
           }
+        } finally {
+          // After the last request, whatever failed before: revokes the dynamic secrets' leases.
+          await vault?.stop();
         }
       })();
       return stopping;

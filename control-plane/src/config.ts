@@ -3,7 +3,7 @@
  * the process entry (cli/), unknown keys rejected by name. Defaults are declared
  * next to each option.
  */
-import { HOST_PORT } from "@gatehouse/proto/address";
+import { HOST_PORT, HTTPS_OR_LOOPBACK, isHttpsOrLoopback } from "@gatehouse/proto/address";
 import { z } from "zod";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
@@ -72,10 +72,9 @@ const tlsServer = z.strictObject({
  * An issuer URL: https, or http on a loopback address (a development issuer on
  * this machine); tokens and keys fetched over plain http elsewhere could be forged in transit.
  */
-const loopbackOrHttps = z.url({ protocol: /^https?$/, error: "expected an https URL" }).refine((value) => {
-  const url = new URL(value);
-  return url.protocol === "https:" || ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
-}, "expected an https URL (plain http is allowed only for 127.0.0.1, localhost or [::1])");
+const loopbackOrHttps = z
+  .url({ protocol: /^https?$/, error: "expected an https URL" })
+  .refine(isHttpsOrLoopback, HTTPS_OR_LOOPBACK);
 
 /** Claim values a rule accepts: a glob (`*` within a path segment, `**` across), or a list of them. */
 const claimPattern = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);

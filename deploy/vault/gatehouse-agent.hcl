@@ -14,8 +14,11 @@ path "database/creds/gatehouse-ro" {
   capabilities = ["read"]
 }
 
-# …and revokes when it stops. Renewal (sys/leases/renew), looking up and renewing its own
-# token (auth/token/lookup-self, renew-self) are in Vault's built-in `default` policy.
-path "sys/leases/revoke" {
+# …and revokes when it stops, each by its own path (sys/leases/revoke/<lease id>): this allows
+# revoking the leases of this role and no others (update on sys/leases/revoke itself, where the
+# lease id is in the body, would allow revoking any lease in Vault). Add one such path per
+# dynamic secret. Renewal (sys/leases/renew), looking up and renewing its own token
+# (auth/token/lookup-self, renew-self) are in Vault's built-in `default` policy.
+path "sys/leases/revoke/database/creds/gatehouse-ro/*" {
   capabilities = ["update"]
 }

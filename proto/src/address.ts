@@ -16,3 +16,16 @@ export function splitHostPort(address: string): { host: string; port: number } {
 export function joinHostPort(host: string, port: number): string {
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
+
+/**
+ * Whether `url` is https, or plain http to this machine (127.0.0.1, localhost, [::1]): tokens,
+ * keys and secrets sent over plain http elsewhere can be read and forged in transit.
+ */
+export function isHttpsOrLoopback(url: string): boolean {
+  const { protocol, hostname } = new URL(url);
+  return protocol === "https:" || ["127.0.0.1", "localhost", "[::1]"].includes(hostname);
+}
+
+/** The message for a URL {@link isHttpsOrLoopback} refuses. */
+export const HTTPS_OR_LOOPBACK =
+  "expected an https URL (plain http is allowed only for 127.0.0.1, localhost or [::1])";

@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { OpenedSession } from "@gatehouse/sdk";
@@ -21,14 +22,20 @@ const CANARY = `sk-ant-api03-canary-${randomBytes(24).toString("hex")}`;
 const ROLE_ID = "canary-role";
 const SECRET_ID = `approle-${randomBytes(8).toString("hex")}`;
 
-/** The forms the canary could leak in: as it is, base64 (Basic auth), and either half of it. */
+/**
+ * The forms the canary could leak in: as it is, base64 (Basic auth), either half of it;
+ * and the agent's own Vault secrets: its AppRole secret id.
+ */
 const FORMS = [
   CANARY,
   Buffer.from(CANARY).toString("base64"),
   Buffer.from(`gatehouse:${CANARY}`).toString("base64"),
   CANARY.slice(0, 40),
   CANARY.slice(-40),
+  SECRET_ID,
 ];
+/** Vault service tokens (`hvs.` and a base62 body), which the agent holds and must not show either. */
+const VAULT_TOKEN = /hvs\.[A-Za-z0-9]{20}/;
 
 const message = {
   model: "claude-sonnet-4-6",
@@ -39,10 +46,14 @@ const message = {
 let upstream: FakeAnthropic;
 let vault: VaultDouble;
 let gh: TestGatehouse;
+let dir: string;
 /** Everything the runner and an auditor saw, as text. */
 const seen: string[] = [];
 
 before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "gatehouse-canary-"));
+  const secretIdFile = join(dir, "secret-id");
+  await writeFile(secretIdFile, SECRET_ID, { mode: 0o600 });
   upstream = await startFakeAnthropic({ apiKey: CANARY });
   vault = await startVaultDouble();
   vault.writeKvV2("secret", "anthropic", { api_key: CANARY });
@@ -77,7 +88,7 @@ before(async () => {
     agent: {
       vault: {
         address: vault.url,
-        auth: { approle: { roleId: ROLE_ID, secretIdFile: await secretIdFile() } },
+        auth: { approle: { roleId: ROLE_ID, secretIdFile } },
         // Read for every request, so the outage below meets an empty cache.
         cacheSeconds: 0,
         staleIfErrorSeconds: 0,
@@ -89,16 +100,8 @@ after(async () => {
   await gh?.stop();
   await vault?.close();
   await upstream?.close();
+  await rm(dir, { recursive: true, force: true });
 });
-
-async function secretIdFile(): Promise<string> {
-  const file = join(
-    await import("node:os").then((os) => os.tmpdir()),
-    `gatehouse-canary-${process.pid}-secret-id`,
-  );
-  await writeFile(file, SECRET_ID, { mode: 0o600 });
-  return file;
-}
 
 /** A request through the agent, its answer kept whatever it was. */
 async function exchange(session: OpenedSession, body: object): Promise<number> {
@@ -180,6 +183,7 @@ test("the Vault credential is used upstream and appears nowhere else", { timeout
   );
   for (const [where, text] of places) {
     for (const form of FORMS) assert.ok(!text.includes(form), `the credential leaked into ${where}`);
+    assert.ok(!VAULT_TOKEN.test(text), `a Vault token leaked into ${where}`);
   }
   // The log does say why the credential was unavailable (without the value).
   assert.ok(

@@ -16,7 +16,7 @@ import { isGatehouseError } from "@gatehouse/proto/errors";
 import { Registry } from "prom-client";
 import { type FakeAnthropic, startFakeAnthropic } from "../support/fake-anthropic.js";
 import { type LogEntry, TestGatehouse } from "../support/gatehouse.js";
-import { startVaultDouble, type VaultDouble } from "../support/vault-double.js";
+import { startVaultDouble, type VaultAppRole, type VaultDouble } from "../support/vault-double.js";
 
 const request = {
   model: "claude-sonnet-4-6",
@@ -36,6 +36,11 @@ class TestClock implements Clock {
   private tasks: { due: number; task: () => void }[] = [];
 
   readonly now = (): number => this.at;
+
+  /** Tasks waiting for their time. */
+  get pending(): number {
+    return this.tasks.length;
+  }
 
   after(ms: number, task: () => void): () => void {
     const entry = { due: this.at + ms, task };
@@ -91,6 +96,9 @@ describe("credentials from Vault", () => {
           username: "gatehouse",
         }),
         conn("db", { vault: { path: "database/creds/ro", key: "password", dynamic: true } }),
+        conn("db-nokey", { vault: { path: "database/creds/ro", key: "passwd", dynamic: true } }),
+        // What secret/data/spare holds is up to each test.
+        conn("spare", { vault: { path: "secret/data/spare", key: "api_key" } }),
       ],
     });
   });
@@ -123,6 +131,25 @@ describe("credentials from Vault", () => {
   }
 
   const approle = () => ({ approle: { roleId: ROLE_ID, secretIdFile: join(dir, "secret-id") } });
+
+  /**
+   * Vault with a role whose tokens live 60 s (by default not renewable, so the agent logs in
+   * again at 40 s) and a database role `ro`, and an agent logged in with that role.
+   */
+  async function startShortTokenAgent(
+    clock: TestClock,
+    options: { role?: Partial<VaultAppRole>; vault?: Record<string, unknown> } = {},
+  ) {
+    const double = await startVault(clock);
+    const role = { renewable: false, ...options.role };
+    double.addAppRole({ name: "short", roleId: "short-role", secretId: SECRET_ID, ttlSeconds: 60, ...role });
+    double.addDatabaseRole({ name: "ro", ttlSeconds: 3600 });
+    await useAgent(
+      vaultConfig({ approle: { roleId: "short-role", secretIdFile: join(dir, "secret-id") } }, options.vault),
+      clock,
+    );
+    return double;
+  }
 
   /** The `startAgent` options of an agent linked to the harness's control plane. */
   function agentDeps(vaultConfig: Record<string, unknown> | undefined, clock: Clock, dataDir = gh.dir) {
@@ -291,18 +318,7 @@ describe("credentials from Vault", () => {
 
   test("the Vault token is renewed before it expires, and replaced by a new login at its max TTL", async () => {
     const clock = new TestClock();
-    const double = await startVault(clock);
-    double.addAppRole({
-      name: "short",
-      roleId: "short-role",
-      secretId: SECRET_ID,
-      ttlSeconds: 60,
-      maxTtlSeconds: 100,
-    });
-    await useAgent(
-      vaultConfig({ approle: { roleId: "short-role", secretIdFile: join(dir, "secret-id") } }),
-      clock,
-    );
+    const double = await startShortTokenAgent(clock, { role: { renewable: true, maxTtlSeconds: 100 } });
     const renewals = () => double.requestCount("POST", "/v1/auth/token/renew-self");
     const logins = () => double.requestCount("POST", "/v1/auth/approle/login");
 
@@ -331,15 +347,10 @@ describe("credentials from Vault", () => {
   test("a renewal that fails while Vault is down keeps the token serving, and the login is retried", async () => {
     // Regression guard: a failed login must not leave the client without its still-valid token.
     const clock = new TestClock();
-    const double = await startVault(clock);
-    double.addAppRole({ name: "short", roleId: "short-role", secretId: SECRET_ID, ttlSeconds: 60 });
-    await useAgent(
-      vaultConfig(
-        { approle: { roleId: "short-role", secretIdFile: join(dir, "secret-id") } },
-        { cacheSeconds: 0 },
-      ),
-      clock,
-    );
+    const double = await startShortTokenAgent(clock, {
+      role: { renewable: true },
+      vault: { cacheSeconds: 0 },
+    });
     await double.stop();
     const from = gh.logs.lines.length;
     clock.advance(40);
@@ -419,6 +430,9 @@ describe("credentials from Vault", () => {
       "ado",
       /reading KV v2 secret secret\/data\/ado from Vault failed \(403: permission denied\); check that the agent's Vault policy allows reading secret\/data\/ado/,
     );
+    // A 403 may be a revoked token: one new login told them apart, and no more follow at once.
+    await assertUnavailable("ado", /403: permission denied/);
+    assert.equal(double.requestCount("POST", "/v1/auth/approle/login"), 2);
     clock.advance(61);
     // A refusal is an answer about the secret, not an outage: what was held is not served.
     await assertUnavailable("kv2", /403: permission denied/);
@@ -445,6 +459,12 @@ describe("credentials from Vault", () => {
     const clock = new TestClock();
     const double = await startVault(clock);
     double.addDatabaseRole({ name: "ro", ttlSeconds: 60, maxTtlSeconds: 3600 });
+    // deploy/vault/gatehouse-agent.hcl, for this role: revoking only its own leases.
+    double.setPolicy("gatehouse", [
+      "secret/data/*",
+      "database/creds/ro",
+      "sys/leases/revoke/database/creds/ro/*",
+    ]);
     await useAgent(vaultConfig(approle()), clock);
     // The fake upstream accepts only its own key; what it received is the point here.
     let received = upstream.nextRequest();
@@ -467,9 +487,161 @@ describe("credentials from Vault", () => {
     assert.equal(double.requestCount("GET", "/v1/database/creds/ro"), 1);
 
     await gh.agent.stop(1000);
-    assert.equal(double.requestCount("PUT", "/v1/sys/leases/revoke"), 1);
+    // Regression: revoking with the lease id in the body needs a policy that may revoke any lease.
+    assert.equal(double.requestCount("POST", `/v1/sys/leases/revoke/${leaseId}`), 1);
     assert.equal(double.lease(leaseId)?.live, false);
     assertLogsHoldNoSecret();
+  });
+
+  test("a dynamic secret without the key: 503 naming the key, its lease revoked at once, and not read again at once", async () => {
+    // Regression: the key was checked before the lease was recorded, so every request took a
+    // lease that was never revoked.
+    const clock = new TestClock();
+    const double = await startVault(clock);
+    double.addDatabaseRole({ name: "ro", ttlSeconds: 3600 });
+    await useAgent(vaultConfig(approle()), clock);
+    for (let i = 0; i < 3; i++) {
+      await assertUnavailable(
+        "db-nokey",
+        /no non-empty string field 'passwd' \(its fields: username, password\)/,
+      );
+    }
+    assert.equal(double.requestCount("GET", "/v1/database/creds/ro"), 1);
+    assert.deepEqual(
+      double.leases.map((lease) => lease.live),
+      [false],
+    );
+    clock.advance(6); // past STALE_RETRY_MS: read again
+    await assertUnavailable("db-nokey", /'passwd'/);
+    assert.equal(double.requestCount("GET", "/v1/database/creds/ro"), 2);
+    assertLogsHoldNoSecret();
+  });
+
+  test("a dynamic secret is read again before the token that read it expires", async () => {
+    // Regression: Vault revokes a token's leases when the token expires; after a new login the
+    // agent went on serving the credential of the old token's lease.
+    const clock = new TestClock();
+    const double = await startShortTokenAgent(clock);
+    let received = upstream.nextRequest();
+    await refused("db");
+    const first = (await received).headers["x-api-key"];
+    const from = gh.logs.lines.length;
+    clock.advance(40); // 2/3 of the token's TTL: a new login
+    await logged("logged in to Vault again", from);
+    clock.advance(25); // the first token, and with it its lease, has expired
+    assert.equal(double.leases[0]?.live, false);
+
+    received = upstream.nextRequest();
+    await refused("db");
+    assert.notEqual((await received).headers["x-api-key"], first);
+    assert.equal(double.requestCount("GET", "/v1/database/creds/ro"), 2);
+    assert.equal(double.leases[1]?.live, true);
+  });
+
+  test("a Vault token revoked in Vault is replaced by one new login at the next request", async () => {
+    // Regression: a token revoked in Vault (or lost in a failover) was kept, and every request
+    // got 503 until the renewal timer came.
+    const clock = new TestClock();
+    const double = await startVault(clock);
+    await useAgent(vaultConfig(approle(), { cacheSeconds: 0 }), clock);
+    assert.equal((await ask("kv2")).message.role, "assistant");
+    for (const token of double.tokensOf("gatehouse")) double.revokeToken(token);
+    assert.equal((await ask("kv2")).message.role, "assistant");
+    assert.equal(double.requestCount("POST", "/v1/auth/approle/login"), 2);
+
+    // With a token file, the file is read again.
+    const tokenFile = join(dir, "vault-token");
+    const revoked = double.issueToken();
+    await writeFile(tokenFile, revoked);
+    await useAgent(vaultConfig({ token: { tokenFile } }, { cacheSeconds: 0 }), clock);
+    double.revokeToken(revoked);
+    await writeFile(tokenFile, double.issueToken());
+    assert.equal((await ask("kv2")).message.role, "assistant");
+    assert.equal(double.requestCount("GET", "/v1/auth/token/lookup-self"), 2);
+  });
+
+  test("while a new login fails, requests go on with the token it was to replace", async () => {
+    // Regression: requests that came during a login shared its failure, though the old token
+    // was still valid.
+    const clock = new TestClock();
+    const double = await startShortTokenAgent(clock, { vault: { cacheSeconds: 0 } });
+    await writeFile(join(dir, "secret-id"), "a-stale-secret-id\n");
+    const release = double.hold();
+    const from = gh.logs.lines.length;
+    clock.advance(40); // 2/3 of the token's TTL: a new login, which Vault will refuse
+    await double.waitForRequests("POST", "/v1/auth/approle/login", 2);
+    const answer = ask("kv2");
+    await logged("waiting for a Vault login under way", from);
+    release();
+    assert.equal((await answer).message.role, "assistant");
+    await logged("could not log in to Vault; trying again in 30 s", from);
+  });
+
+  test("leases are revoked at stop also while a login is under way", async () => {
+    // Regression: the revocation went out without a token while a login was under way.
+    const clock = new TestClock();
+    const double = await startShortTokenAgent(clock);
+    await refused("db");
+    const leaseId = double.leases[0]?.leaseId ?? "";
+    const release = double.hold();
+    const from = gh.logs.lines.length;
+    clock.advance(40);
+    await double.waitForRequests("POST", "/v1/auth/approle/login", 2);
+    const stopped = gh.agent.stop(1000);
+    await Promise.race([
+      logged("waiting for a Vault login under way", from),
+      double.waitForRequests("POST", `/v1/sys/leases/revoke/${leaseId}`),
+    ]);
+    release();
+    await stopped;
+    assert.equal(double.lease(leaseId)?.live, false);
+  });
+
+  test("a KV v2 secret whose latest version was deleted or destroyed: 503 saying so", async () => {
+    // Regression: Vault's 404 for a deleted version has no error text: the message was "404: no error text".
+    const clock = new TestClock();
+    const double = await startVault(clock);
+    await useAgent(vaultConfig(approle(), { cacheSeconds: 0 }), clock);
+    double.writeKvV2("secret", "spare", { api_key: upstream.apiKey });
+    double.deleteKvV2("secret", "spare");
+    await assertUnavailable(
+      "spare",
+      /the latest version \(1\) of secret\/data\/spare was deleted at \d{4}-.*Z; undelete it or write a new version/,
+    );
+    double.writeKvV2("secret", "spare", { api_key: upstream.apiKey });
+    double.destroyKvV2("secret", "spare");
+    await assertUnavailable(
+      "spare",
+      /the latest version \(2\) of secret\/data\/spare was destroyed; write a new version/,
+    );
+  });
+
+  test("a KV secret without the key, or with a value that is not a string: 503 naming the key, never the value", async () => {
+    const clock = new TestClock();
+    const double = await startVault(clock);
+    await useAgent(vaultConfig(approle(), { cacheSeconds: 0 }), clock);
+    const canary = "sk-ant-canary-value";
+    double.writeKvV2("secret", "spare", { apikey: canary });
+    await assertUnavailable(
+      "spare",
+      /no non-empty string field 'api_key' \(its fields: apikey\); check credential\.vault\.key/,
+    );
+    double.writeKvV2("secret", "spare", { api_key: { value: canary } });
+    const { body } = await refused("spare");
+    assert.match(body?.error?.message ?? "", /no non-empty string field 'api_key' \(its fields: api_key\)/);
+    assert.ok(!JSON.stringify(body).includes(canary));
+    assert.ok(!gh.logs.lines.join("").includes(canary));
+  });
+
+  test("the configured namespace goes with every request to Vault", async () => {
+    const clock = new TestClock();
+    const double = await startVault(clock);
+    await useAgent(vaultConfig(approle(), { namespace: "platform/ci" }), clock);
+    assert.equal((await ask("kv2")).message.role, "assistant");
+    assert.deepEqual(
+      double.requests.map((r) => `${r.method} ${r.path} ${r.namespace}`),
+      ["POST /v1/auth/approle/login platform/ci", "GET /v1/secret/data/anthropic platform/ci"],
+    );
   });
 
   test("without a vault block, a Vault credential is refused at request time and warned of at config push", async () => {
@@ -479,7 +651,7 @@ describe("credentials from Vault", () => {
       "these connections take their credential from Vault, but this agent has no `vault` configuration: their requests fail until one is added",
       from,
     );
-    assert.deepEqual(warned.connections, ["kv2", "kv1", "bearer", "ado", "db"]);
+    assert.deepEqual(warned.connections, ["kv2", "kv1", "bearer", "ado", "db", "db-nokey", "spare"]);
     await assertUnavailable(
       "kv2",
       /is in Vault \(secret\/data\/anthropic\), but this agent has no `vault` configuration/,
@@ -500,6 +672,19 @@ describe("credentials from Vault", () => {
           `^vault\\.address: cannot reach Vault at http://127\\.0\\.0\\.1:${double.port} \\(.*ECONNREFUSED.*\\); check the address and that Vault is running$`,
         ),
       );
+    });
+
+    test("a start-up step failing after the Vault login stops the Vault session", async () => {
+      // Regression: only a listen failure stopped it; otherwise it went on renewing its token.
+      const clock = new TestClock();
+      await startVault(clock);
+      const deps = agentDeps(vaultConfig(approle()), clock, dir);
+      const file = join(dir, "not-a-dir");
+      await writeFile(file, "");
+      deps.config = { ...deps.config, spool: { ...deps.config.spool, dir: join(file, "spool") } };
+      await assert.rejects(startAgent(deps), /ENOTDIR|EEXIST/);
+      assert.equal(vault?.requestCount("POST", "/v1/auth/approle/login"), 1);
+      assert.equal(clock.pending, 0, "nothing left scheduled");
     });
 
     test("a login Vault refuses fails start-up, naming the method, Vault's answer and what to check", async () => {

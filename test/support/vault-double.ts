@@ -10,12 +10,15 @@
  * - `GET|HEAD sys/health`; `POST|PUT auth/{approle,kubernetes,jwt}/login` (mount paths configurable);
  * - `GET auth/token/lookup-self`, `POST|PUT auth/token/renew-self`;
  * - KV v1 `GET|POST|PUT <mount>/<path>`; KV v2 `GET <mount>/data/<path>[?version=N]`, `POST|PUT <mount>/data/<path>`;
- * - database `GET <mount>/creds/<role>`; `POST|PUT sys/leases/renew`, `POST|PUT sys/leases/revoke`.
+ * - database `GET <mount>/creds/<role>`; `POST|PUT sys/leases/renew`, `POST|PUT sys/leases/revoke`
+ *   (the lease id in the body, or after the path: `sys/leases/revoke/<lease id>`, which an ACL
+ *   path can scope to one role's leases).
  *
  * What it leaves out, on purpose: real JWT/service-account verification (the test lists the JWTs a
  * role accepts), ACL capabilities (a policy here is a list of path patterns, any operation), response
  * wrapping, token accessors as an API, namespaces as separate stores (the header is only recorded),
- * KV v2 check-and-set, deletes and metadata endpoints.
+ * KV v2 check-and-set, metadata endpoints and deletes over HTTP (a test deletes or destroys a
+ * version with {@link VaultDouble.deleteKvV2} and {@link VaultDouble.destroyKvV2}).
  *
  * Error bodies are `{"errors":[...]}` (Vault's one error shape). Which text goes in them:
  * - a token that is unknown, revoked or past its TTL: 403, by default the text Vault 1.x sends,
@@ -157,6 +160,8 @@ interface RoleEntry {
 
 interface TokenEntry {
   id: string;
+  /** The role it logged in with; undefined for tokens the test issued. */
+  role: string | undefined;
   accessor: string;
   entityId: string;
   displayName: string;
@@ -189,6 +194,9 @@ interface LeaseEntry {
 interface Kv2Version {
   data: VaultJson;
   createdTime: string;
+  /** "" unless deleted (soft: undelete brings the data back). */
+  deletionTime: string;
+  destroyed: boolean;
 }
 
 interface Kv2Secret {
@@ -347,6 +355,7 @@ export class VaultDouble {
     const now = this.now();
     this.#tokens.set(this.rootToken, {
       id: this.rootToken,
+      role: undefined,
       accessor: randomBase62(24),
       entityId: "",
       displayName: "root",
@@ -460,6 +469,11 @@ export class VaultDouble {
     }).id;
   }
 
+  /** The tokens logins to the role named `role` (any auth method) were given, oldest first. */
+  tokensOf(role: string): string[] {
+    return [...this.#tokens.values()].filter((token) => token.role === role).map((token) => token.id);
+  }
+
   /** Revokes a token, and with it the leases it read, as Vault does. Returns whether it existed. */
   revokeToken(token: string): boolean {
     const entry = this.#tokens.get(token);
@@ -509,6 +523,26 @@ export class VaultDouble {
     return this.#writeKv2(this.#mount(mount, "kv2").entries, path, data, customMetadata).version;
   }
 
+  /**
+   * Deletes the latest version of a KV v2 secret (soft: its data can be undeleted), as
+   * `DELETE <mount>/data/<path>` does; a read then gets 404 with the version's metadata.
+   * @see https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2#delete-latest-version-of-secret
+   */
+  deleteKvV2(mount: string, path: string): void {
+    this.#latestKv2(mount, path).deletionTime = new Date(this.now()).toISOString();
+  }
+
+  /**
+   * Destroys the latest version of a KV v2 secret (its data is gone for good), as
+   * `POST <mount>/destroy/<path>` with that version does.
+   * @see https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2#destroy-secret-versions
+   */
+  destroyKvV2(mount: string, path: string): void {
+    const version = this.#latestKv2(mount, path);
+    version.destroyed = true;
+    version.data = {};
+  }
+
   /** Adds a dynamic-credentials role; registers its mount as a database secrets engine. */
   addDatabaseRole(role: VaultDatabaseRole): void {
     this.#mount(role.mount ?? "database", "database").roles.set(role.name, {
@@ -519,10 +553,18 @@ export class VaultDouble {
     });
   }
 
+  /** Every lease the double issued, in order. */
+  get leases(): VaultLeaseView[] {
+    return [...this.#leases.values()].map((lease) => this.#leaseView(lease));
+  }
+
   /** The lease's state now, or undefined if the double never issued it. */
   lease(leaseId: string): VaultLeaseView | undefined {
     const lease = this.#leases.get(leaseId);
-    if (lease === undefined) return undefined;
+    return lease === undefined ? undefined : this.#leaseView(lease);
+  }
+
+  #leaseView(lease: LeaseEntry): VaultLeaseView {
     return {
       leaseId: lease.id,
       issuedAt: lease.issuedAt,
@@ -610,6 +652,12 @@ export class VaultDouble {
     return mount as Extract<Mount, { type: T }>;
   }
 
+  #latestKv2(mount: string, path: string): Kv2Version {
+    const latest = this.#mount(mount, "kv2").entries.get(path)?.versions.at(-1);
+    if (latest === undefined) throw new Error(`no KV v2 secret ${mount}/${path}; write it first`);
+    return latest;
+  }
+
   #writeKv2(
     entries: Map<string, Kv2Secret>,
     path: string,
@@ -619,12 +667,13 @@ export class VaultDouble {
     const secret = entries.get(path) ?? { versions: [], customMetadata: null };
     if (customMetadata !== undefined) secret.customMetadata = { ...customMetadata };
     const createdTime = new Date(this.now()).toISOString();
-    secret.versions.push({ data: structuredClone(data), createdTime });
+    secret.versions.push({ data: structuredClone(data), createdTime, deletionTime: "", destroyed: false });
     entries.set(path, secret);
     return { version: secret.versions.length, createdTime, customMetadata: secret.customMetadata };
   }
 
   #mintToken(spec: {
+    role?: string;
     displayName: string;
     path: string;
     policies: readonly string[];
@@ -639,6 +688,7 @@ export class VaultDouble {
     const token: TokenEntry = {
       // Vault 1.10+ service tokens: `hvs.` and a base62 body.
       id: `hvs.${randomBase62(24)}`,
+      role: spec.role,
       accessor: randomBase62(24),
       entityId: randomUUID(),
       displayName: spec.displayName,
@@ -789,7 +839,10 @@ export class VaultDouble {
       case "sys/renew":
         return write ? this.#renewLease(incoming.json) : this.#unsupported();
       case "sys/leases/revoke":
-        return write ? this.#revokeLease(incoming.json) : this.#unsupported();
+        return write ? this.#revokeLease(incoming.json.lease_id) : this.#unsupported();
+    }
+    if (path.startsWith("sys/leases/revoke/")) {
+      return write ? this.#revokeLease(path.slice("sys/leases/revoke/".length)) : this.#unsupported();
     }
     const found = this.#findMount(path);
     if (found === undefined) {
@@ -948,6 +1001,7 @@ export class VaultDouble {
 
   #loggedIn(role: RoleEntry, path: string, displayName: string, metadata: Record<string, string>): Reply {
     const token = this.#mintToken({
+      role: role.name,
       displayName,
       path,
       policies: role.policies,
@@ -1104,8 +1158,8 @@ export class VaultDouble {
    * (ExpirationManager.LazyRevoke returns nil when there is no entry).
    * @see https://developer.hashicorp.com/vault/api-docs/system/leases#revoke-lease
    */
-  #revokeLease(json: VaultJson): Reply {
-    const leaseId = typeof json.lease_id === "string" ? json.lease_id : "";
+  #revokeLease(id: unknown): Reply {
+    const leaseId = typeof id === "string" ? id : "";
     if (leaseId === "") return { status: 400, body: errors("lease_id must be specified") };
     const lease = this.#leases.get(leaseId);
     if (lease !== undefined) lease.revoked = true;
@@ -1138,16 +1192,19 @@ export class VaultDouble {
     const version = raw === null || raw === "0" ? secret.versions.length : Number(raw);
     const stored = secret.versions[version - 1];
     if (stored === undefined) return { status: 404, body: errors() };
+    // A deleted or destroyed version: 404 with its metadata, data null and no `errors`
+    // (hashicorp/vault#4935, hvac/hvac#906).
+    const gone = stored.deletionTime !== "" || stored.destroyed;
     return {
-      status: 200,
+      status: gone ? 404 : 200,
       body: this.#envelope({
         data: {
-          data: structuredClone(stored.data),
+          data: gone ? null : structuredClone(stored.data),
           metadata: {
             created_time: stored.createdTime,
             custom_metadata: secret.customMetadata,
-            deletion_time: "",
-            destroyed: false,
+            deletion_time: stored.deletionTime,
+            destroyed: stored.destroyed,
             version,
           },
         },

@@ -58,6 +58,40 @@ describe("agent vault configuration", () => {
   test("the address must be an http(s) URL", () => {
     assert.match(problems({ ...base, vault: { ...vault, address: "vault:8200" } }), /vault\.address/);
   });
+
+  test("plain http only to this machine, and a caCert only with https", () => {
+    // Regression: plain http to a remote Vault sent the login secret, the token and every
+    // credential across the network in clear.
+    assert.match(
+      problems({ ...base, vault: { ...vault, address: "http://vault.example.com:8200" } }),
+      /plain http is allowed only for 127\.0\.0\.1, localhost or \[::1\][\s\S]*vault\.address/,
+    );
+    for (const address of ["http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200"]) {
+      assert.equal(
+        agentConfigSchema.parse({ ...base, vault: { ...vault, address } }).vault?.address,
+        address,
+      );
+    }
+    // Regression: a CA for a Vault spoken to over plain http was accepted and never used.
+    assert.match(
+      problems({ ...base, vault: { ...vault, address: "http://127.0.0.1:8200", caCert: "/ca.pem" } }),
+      /caCert is for an https address[\s\S]*vault\.caCert/,
+    );
+    assert.ok(agentConfigSchema.parse({ ...base, vault: { ...vault, caCert: "/ca.pem" } }).vault);
+  });
+
+  test("the JWT mount path is path segments only", () => {
+    // Regression: node-vault renders the mount path into the login URL through a template, so
+    // `{{…}}`, `..` or `?` could change which URL the JWT is sent to.
+    const jwt = (path: string) => ({
+      ...base,
+      vault: { ...vault, auth: { jwt: { role: "r", jwtFile: "/j", path } } },
+    });
+    for (const path of ["{{role}}", "../sys", "jwt?x=1", "jwt/", "/jwt", "a//b"]) {
+      assert.match(problems(jwt(path)), /expected a mount path[\s\S]*vault\.auth\.jwt\.path/, path);
+    }
+    assert.equal(agentConfigSchema.parse(jwt("ci/jwt-2_a")).vault?.auth.jwt?.path, "ci/jwt-2_a");
+  });
 });
 
 describe("Vault failures", () => {

@@ -7,8 +7,11 @@
  *   so a rotated secret is picked up without a restart;
  * - a dynamic secret is fresh while its lease lives: the lease is renewed at 2/3 of its
  *   duration, and once it cannot be (a renewal failed, or granted less than the lease had,
- *   which means it reached its max TTL) the next request reads a new secret. Every lease the
- *   agent took and that has not run out is revoked when it stops.
+ *   which means it reached its max TTL) the next request reads a new secret. It is fresh no
+ *   longer than the token that read it (Vault revokes a token's leases when the token expires).
+ *   Every lease the agent took and that has not run out is revoked when it stops, each by its
+ *   own path (`sys/leases/revoke/<lease id>`), so that the policy can allow revoking the
+ *   agent's leases and no others.
  *
  * Concurrent requests for a secret that is not fresh share one read. When Vault cannot be
  * reached (see {@link VaultFailure.unreachable}), a held secret goes on serving for up to
@@ -27,10 +30,13 @@ import { type Clock, systemClock } from "../clock.js";
 import type { VaultConfig } from "../config.js";
 import type { CredentialSource } from "../credentials/source.js";
 import { describeVaultError, localFailure, type VaultFailure } from "./failure.js";
-import { VaultLoginError, VaultSession } from "./session.js";
+import { type TokenLifetime, VaultLoginError, VaultSession } from "./session.js";
 
 /** While a held secret serves past its refresh time, how often Vault is asked again. */
 export const STALE_RETRY_MS = 5_000;
+
+/** A dynamic secret is read again this long before the token that read it expires. */
+export const TOKEN_MARGIN_MS = 5_000;
 
 const leaseAnswer = z.object({
   lease_id: z.string().min(1),
@@ -44,7 +50,14 @@ interface Lease {
   /** The duration it was granted first: a renewal granting less has met the lease's max TTL. */
   readonly grantedSeconds: number;
   expiresAt: number;
+  /** The lifetime of the token that read it: the lease ends with the token. */
+  readonly token: TokenLifetime;
   cancelRenewal: () => void;
+}
+
+/** When a lease ends: at its TTL, or when the token that read it expires. */
+function leaseEnd(lease: Lease): number {
+  return Math.min(lease.expiresAt, lease.token.expiresAt);
 }
 
 /** A secret in memory. */
@@ -55,6 +68,11 @@ interface Held {
   /** From then on, the value is not served even while Vault cannot be reached. */
   usableUntil: number;
   readonly lease: Lease | null;
+}
+
+/** `held[field]`, for a dynamic secret no later than shortly before its token expires. */
+function heldUntil(held: Held, field: "freshUntil" | "usableUntil"): number {
+  return held.lease ? Math.min(held[field], held.lease.token.expiresAt - TOKEN_MARGIN_MS) : held[field];
 }
 
 /** A read that failed, described for the connection's error. */
@@ -84,6 +102,32 @@ const withData = z.object({ data: z.record(z.string(), z.unknown()).nullable() }
 
 function dataOf(value: unknown): Record<string, unknown> | null {
   return withData.safeParse(value).data?.data ?? null;
+}
+
+const deletedVersion = z.object({
+  response: z.object({
+    statusCode: z.literal(404),
+    body: z.object({
+      data: z.object({
+        metadata: z.object({ deletion_time: z.string(), destroyed: z.boolean(), version: z.number() }),
+      }),
+    }),
+  }),
+});
+
+/**
+ * A KV v2 read of a secret whose latest version was deleted or destroyed: Vault answers 404 with
+ * that version's metadata and no error text.
+ * @see https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2#delete-latest-version-of-secret
+ */
+function deletedLatest(error: unknown, secret: VaultSecret__Output): ReadFailure | null {
+  const metadata = deletedVersion.safeParse(error).data?.response.body.data.metadata;
+  if (!metadata || !isKv2(secret)) return null;
+  const latest = `the latest version (${metadata.version}) of ${secret.path}`;
+  const what = metadata.destroyed
+    ? `${latest} was destroyed; write a new version`
+    : `${latest} was deleted at ${metadata.deletion_time}; undelete it or write a new version`;
+  return new ReadFailure({ status: 404, text: "404: deleted", unreachable: false }, what);
 }
 
 /** The credential in a read's answer: `data.data[key]` for KV v2, `data[key]` otherwise. */
@@ -118,6 +162,8 @@ export interface VaultCredentialSourceOptions {
 export class VaultCredentialSource implements CredentialSource {
   private readonly held = new Map<string, Held>();
   private readonly reading = new Map<string, Promise<Held>>();
+  /** Reads of a dynamic secret that failed after taking a lease: not tried again before `until`. */
+  private readonly failed = new Map<string, { error: ReadFailure; until: number }>();
   /** Every lease taken and not yet revoked; superseded ones stay until they run out. */
   private readonly leases = new Map<string, Lease>();
   private stopping = false;
@@ -155,7 +201,7 @@ export class VaultCredentialSource implements CredentialSource {
     }
     const key = cacheKey(secret);
     const held = this.held.get(key);
-    if (held && this.clock.now() < held.freshUntil) return held.value;
+    if (held && this.clock.now() < heldUntil(held, "freshUntil")) return held.value;
     try {
       return (await this.read(key, secret)).value;
     } catch (error) {
@@ -170,7 +216,7 @@ export class VaultCredentialSource implements CredentialSource {
   async stop(): Promise<void> {
     this.stopping = true;
     const now = this.clock.now();
-    const live = [...this.leases.values()].filter((lease) => lease.expiresAt > now);
+    const live = [...this.leases.values()].filter((lease) => leaseEnd(lease) > now);
     for (const lease of this.leases.values()) lease.cancelRenewal();
     this.leases.clear();
     this.held.clear();
@@ -178,16 +224,20 @@ export class VaultCredentialSource implements CredentialSource {
     this.session.stop();
   }
 
-  /** Best effort: a lease that cannot be revoked ends at its TTL. */
-  private async revoke(leaseId: string): Promise<void> {
+  /** Best effort: a lease that cannot be revoked ends at its TTL. Returns whether it was revoked. */
+  private async revoke(leaseId: string): Promise<boolean> {
+    const path = `sys/leases/revoke/${leaseId.split("/").map(encodeURIComponent).join("/")}`;
     try {
-      await this.session.client.revoke({ lease_id: leaseId });
+      await this.session.request((client) => client.write(path, {}));
       this.logger.info({ lease: leaseId }, "revoked a Vault lease");
+      return true;
     } catch (error) {
+      const failure = error instanceof VaultLoginError ? error.failure : describeVaultError(error);
       this.logger.warn(
-        { lease: leaseId, vaultError: describeVaultError(error).text },
+        { lease: leaseId, vaultError: failure.text },
         "could not revoke a Vault lease; it ends at its TTL",
       );
+      return false;
     }
   }
 
@@ -200,10 +250,11 @@ export class VaultCredentialSource implements CredentialSource {
     const now = this.clock.now();
     const held = this.held.get(key);
     const fields = { connection, path: secret.path, status: failure.status, vaultError: failure.text };
-    if (failure.unreachable && held && now < held.usableUntil) {
-      held.freshUntil = Math.min(now + STALE_RETRY_MS, held.usableUntil);
+    const usableUntil = held ? heldUntil(held, "usableUntil") : 0;
+    if (failure.unreachable && held && now < usableUntil) {
+      held.freshUntil = Math.min(now + STALE_RETRY_MS, usableUntil);
       this.logger.warn(
-        { ...fields, servingUntil: new Date(held.usableUntil).toISOString() },
+        { ...fields, servingUntil: new Date(usableUntil).toISOString() },
         "Vault cannot be reached; serving the credential read earlier",
       );
       return held.value;
@@ -242,9 +293,17 @@ export class VaultCredentialSource implements CredentialSource {
   }
 
   private async fetch(key: string, secret: VaultSecret__Output): Promise<Held> {
-    await this.session.ready();
-    const answer: unknown = await this.session.client.read(secret.path);
-    const value = credentialIn(answer, secret);
+    const failed = this.failed.get(key);
+    if (failed && this.clock.now() < failed.until) throw failed.error;
+    let token = this.session.tokenLifetime;
+    const answer: unknown = await this.session
+      .request((client) => {
+        token = this.session.tokenLifetime;
+        return client.read(secret.path);
+      })
+      .catch((error: unknown) => {
+        throw deletedLatest(error, secret) ?? error;
+      });
     const now = this.clock.now();
     const previous = this.held.get(key);
     let held: Held;
@@ -256,18 +315,27 @@ export class VaultCredentialSource implements CredentialSource {
           "Vault's answer has no lease; set dynamic: false for a KV secret",
         );
       }
-      if (this.stopping) {
-        // Read while the agent stopped: nobody will use or renew it.
-        await this.revoke(parsed.data.lease_id);
-        throw new ReadFailure(localFailure("the agent is stopping"), "the agent is stopping");
+      const lease = this.takeLease(parsed.data, token, now);
+      let value: string;
+      try {
+        if (this.stopping)
+          throw new ReadFailure(localFailure("the agent is stopping"), "the agent is stopping");
+        value = credentialIn(answer, secret);
+      } catch (error) {
+        // Nobody will use or renew it: revoked now rather than left to its TTL, and, without the
+        // key, not read again at once (each read takes a lease).
+        if (await this.revoke(lease.id)) this.leases.delete(lease.id);
+        if (error instanceof ReadFailure) this.failed.set(key, { error, until: now + STALE_RETRY_MS });
+        throw error;
       }
-      const lease = this.takeLease(key, parsed.data, now);
+      if (parsed.data.renewable) this.renewLater(key, lease, parsed.data.lease_duration);
       // A lease that cannot be renewed is replaced before it ends, not when it has.
       const freshUntil = parsed.data.renewable
         ? lease.expiresAt
         : now + (parsed.data.lease_duration * 1000 * 2) / 3;
       held = { value, freshUntil, usableUntil: lease.expiresAt, lease };
     } else {
+      const value = credentialIn(answer, secret);
       const freshUntil = now + this.settings.cacheSeconds * 1000;
       held = {
         value,
@@ -282,16 +350,16 @@ export class VaultCredentialSource implements CredentialSource {
     return held;
   }
 
-  private takeLease(key: string, answer: z.infer<typeof leaseAnswer>, now: number): Lease {
-    for (const [id, old] of this.leases) if (old.expiresAt <= now) this.leases.delete(id);
+  private takeLease(answer: z.infer<typeof leaseAnswer>, token: TokenLifetime, now: number): Lease {
+    for (const [id, old] of this.leases) if (leaseEnd(old) <= now) this.leases.delete(id);
     const lease: Lease = {
       id: answer.lease_id,
       grantedSeconds: answer.lease_duration,
       expiresAt: now + answer.lease_duration * 1000,
+      token,
       cancelRenewal: () => {},
     };
     this.leases.set(lease.id, lease);
-    if (answer.renewable) this.renewLater(key, lease, answer.lease_duration);
     return lease;
   }
 
@@ -305,8 +373,9 @@ export class VaultCredentialSource implements CredentialSource {
   private async renew(key: string, lease: Lease): Promise<void> {
     lease.cancelRenewal = () => {};
     try {
-      await this.session.ready();
-      const answer = renewAnswer.parse(await this.session.client.renew({ lease_id: lease.id }));
+      const answer = renewAnswer.parse(
+        await this.session.request((client) => client.renew({ lease_id: lease.id })),
+      );
       const now = this.clock.now();
       lease.expiresAt = now + answer.lease_duration * 1000;
       const held = this.held.get(key);

@@ -11,7 +11,9 @@
  *
  * A failed renewal leads to a new login; a failed login is retried every
  * {@link LOGIN_RETRY_MS} and, meanwhile, before any read once the token has expired.
- * Files (token, secret id, JWT) are read at each login, so rotated ones are used.
+ * A token Vault refuses (revoked, or lost in a failover) is replaced by a login at once,
+ * see {@link VaultSession.request}. Files (token, secret id, JWT) are read at each login,
+ * so rotated ones are used.
  *
  * @see https://developer.hashicorp.com/vault/api-docs/auth/token#renew-a-token-self
  * @see https://developer.hashicorp.com/vault/docs/concepts/tokens#token-time-to-live-periodic-tokens-and-explicit-max-ttls
@@ -30,6 +32,18 @@ export type VaultClient = ReturnType<typeof nodeVault>;
 
 /** How long after a failed login the next one is tried (sooner if a read needs a token). */
 export const LOGIN_RETRY_MS = 30_000;
+
+/** After a 403 made the agent log in again, the next 403 within this time is taken as Vault's answer. */
+export const FORCED_LOGIN_MS = 30_000;
+
+/**
+ * When a token expires; one per login, moved by each renewal. Vault revokes a token's
+ * leases when it expires, so a dynamic secret lives no longer than the token that read it.
+ */
+export interface TokenLifetime {
+  /** Epoch ms; Infinity for a token without TTL. */
+  readonly expiresAt: number;
+}
 
 /** A login Vault refused or could not serve; the message names what to fix. */
 export class VaultLoginError extends Error {
@@ -153,8 +167,10 @@ export interface VaultSessionOptions {
 /** A logged-in Vault client that keeps its token alive until {@link VaultSession.stop}. */
 export class VaultSession {
   private state: TokenState = "lasting";
-  /** When the token expires (ms); Infinity for a token without TTL. */
-  private expiresAt = Number.POSITIVE_INFINITY;
+  /** The current token's. */
+  private lifetime = { expiresAt: Number.POSITIVE_INFINITY };
+  /** When a 403 last made the agent log in again. */
+  private forcedLoginAt = Number.NEGATIVE_INFINITY;
   /** The TTL the last login granted: a renewal granting less has met the token's max TTL. */
   private grantedTtlSeconds = 0;
   private cancelTimer: (() => void) | null = null;
@@ -192,6 +208,8 @@ export class VaultSession {
       }
     }
     const client = nodeVault({
+      // node-vault's default prints each request body (secret ids, JWTs) when DEBUG names it.
+      debug: () => {},
       endpoint: config.address,
       requestOptions: {
         timeout: config.timeoutSeconds * 1000,
@@ -217,18 +235,58 @@ export class VaultSession {
     return this.state === "stopped";
   }
 
+  /** The current token's lifetime (see {@link TokenLifetime}). */
+  get tokenLifetime(): TokenLifetime {
+    return this.lifetime;
+  }
+
   /**
    * Resolves once the client holds a token that has not expired: waits for a login
    * under way, or logs in when the token ran out (a renewal missed while the process
-   * was suspended, or logins failing). Rejects with a {@link VaultLoginError}.
+   * was suspended, or logins failing). A failed login rejects only when the token it was
+   * to replace has expired too. Rejects with a {@link VaultLoginError}.
    */
   async ready(): Promise<void> {
     if (this.state === "stopped") {
       throw new VaultLoginError("the agent is stopping", localFailure("the agent is stopping"));
     }
-    if (this.loggingIn) return this.loggingIn;
-    if (this.clock.now() >= this.expiresAt) return this.login();
-    return undefined;
+    if (this.loggingIn) {
+      this.logger.debug("waiting for a Vault login under way");
+      await this.loggingIn.catch((error: unknown) => {
+        if (this.clock.now() >= this.lifetime.expiresAt) throw error;
+      });
+    } else if (this.clock.now() >= this.lifetime.expiresAt) {
+      await this.login();
+    }
+  }
+
+  /**
+   * Sends a request with a token that has not expired. Vault answering 403 may mean the token
+   * was revoked (by an operator, or lost in a disaster-recovery failover) rather than that the
+   * policy denies the path: the agent logs in again and sends it once more, at most once every
+   * {@link FORCED_LOGIN_MS}; a 403 that persists with a fresh token is Vault's answer.
+   */
+  async request<T>(send: (client: VaultClient) => Promise<T>): Promise<T> {
+    await this.ready();
+    const refused = this.lifetime;
+    try {
+      return await send(this.client);
+    } catch (error) {
+      const failure = describeVaultError(error);
+      if (failure.status !== 403) throw error;
+      // Another request's login may have replaced the token meanwhile.
+      await this.ready();
+      if (this.lifetime === refused) {
+        const now = this.clock.now();
+        if (now < this.forcedLoginAt + FORCED_LOGIN_MS) throw error;
+        this.forcedLoginAt = now;
+        this.logger.warn({ vaultError: failure.text }, "Vault refused the agent's token; logging in again");
+        await this.login();
+        // If it was revoked, so were its leases.
+        refused.expiresAt = Math.min(refused.expiresAt, now);
+      }
+      return send(this.client);
+    }
   }
 
   /** Logs in again now (one login at a time; callers share it). Rejects with a {@link VaultLoginError}. */
@@ -261,6 +319,7 @@ export class VaultSession {
     }
     if (this.stopped) return;
     this.grantedTtlSeconds = terms.ttlSeconds;
+    this.lifetime = { expiresAt: Number.POSITIVE_INFINITY };
     this.adopt(terms);
     this.logger.info(
       { method: this.method.name, ttlSeconds: terms.ttlSeconds, renewable: terms.renewable },
@@ -302,12 +361,12 @@ export class VaultSession {
   private adopt(terms: TokenTerms): void {
     const now = this.clock.now();
     if (terms.ttlSeconds <= 0) {
-      this.expiresAt = Number.POSITIVE_INFINITY;
+      this.lifetime.expiresAt = Number.POSITIVE_INFINITY;
       this.state = "lasting";
       this.schedule(null);
       return;
     }
-    this.expiresAt = now + terms.ttlSeconds * 1000;
+    this.lifetime.expiresAt = now + terms.ttlSeconds * 1000;
     this.state = terms.renewable && terms.ttlSeconds >= this.grantedTtlSeconds ? "renewing" : "expiring";
     this.schedule((terms.ttlSeconds * 1000 * 2) / 3);
   }
