@@ -65,6 +65,8 @@ export interface ExchangeView {
   endedAt: string | null;
   decision: string;
   error: { code: string; message: string } | null;
+  /** Secrets masked in the response, per type (counts, never values); null while in progress. */
+  masked: Record<string, number> | null;
   request: { headers: Record<string, string>; body: unknown };
   response: {
     status: number;

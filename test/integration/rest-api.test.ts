@@ -541,6 +541,7 @@ describe("REST API", { timeout }, () => {
           "error",
           "id",
           "kind",
+          "masked",
           "method",
           "outcome",
           "path",
@@ -554,6 +555,8 @@ describe("REST API", { timeout }, () => {
         assert.equal(x.path, "/v1/messages");
         assert.equal(x.status, 200);
         assert.equal(x.decision, "allow");
+        // No secret in these replies: the masking summary is there, and empty.
+        assert.deepEqual(x.masked, {});
         assert.ok(Date.parse(x.startedAt) <= Date.parse(x.endedAt ?? ""));
         assert.deepEqual(Object.keys(x.request).sort(), ["body", "headers"]);
         assert.equal(x.request.headers.authorization, "[REDACTED]");

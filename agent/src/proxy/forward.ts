@@ -4,7 +4,8 @@
  * client takes the response, and an exchange that is stopped (the client went
  * away, its session was closed) aborts the upstream request. Server-sent event
  * streams are relayed event by event as they arrive, byte for byte, and each
- * event is recorded with its arrival time.
+ * event is recorded with its arrival time. A `ResponseRewriter` (masking) may
+ * replace events or a whole JSON body; the record holds what the client got.
  */
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
@@ -12,7 +13,7 @@ import { GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import { endToEnd, recordable } from "./headers.js";
 import type { ExchangeRecorder } from "./recorder.js";
-import { SseParser } from "./sse.js";
+import { type SseBlock, SseParser } from "./sse.js";
 import { timeoutError, type UpstreamPool, type UpstreamResponse } from "./upstream.js";
 
 /** How a protocol presents Gatehouse's own errors to its clients. */
@@ -38,6 +39,23 @@ export interface ForwardRequest {
    */
   stopped: AbortSignal;
   logger: Logger;
+  rewrite?: ResponseRewriter;
+}
+
+/**
+ * Rewrites a response before the client and the record see it (secret masking). One per exchange.
+ */
+export interface ResponseRewriter {
+  /** The blocks to relay in place of one upstream event-stream block, in order. */
+  event(block: SseBlock): SseBlock[];
+  /** The blocks to relay once the upstream event stream has ended (what is still held back). */
+  endOfEvents(): SseBlock[];
+  /**
+   * Whether a non-streamed body of this content type is rewritten whole; such a body is
+   * buffered, up to `maxSseEventBytes`, and sent without its upstream `content-length`.
+   */
+  rewritesBody(contentType: string): boolean;
+  body(body: Buffer): Buffer;
 }
 
 type ErrorOutcome = "OUTCOME_REFUSED" | "OUTCOME_FAILED";
@@ -185,11 +203,17 @@ export async function forward(
     }
     const status = response.statusCode;
     const headers = endToEnd(response.headers);
+    const contentType = String(headers["content-type"] ?? "");
+    streamed = contentType.startsWith("text/event-stream");
+    const rewrite = up.rewrite;
+    const wholeBody = !streamed && rewrite?.rewritesBody(contentType) === true;
+    // A rewritten body has a length of its own; without the header the response is chunked.
+    if (wholeBody) delete headers["content-length"];
     recorder.responseHead(status, recordable(headers));
     res.writeHead(status, headers);
-    streamed = String(headers["content-type"] ?? "").startsWith("text/event-stream");
     const chunks = upstreamChunks(response.body, up);
-    if (streamed) await relayEvents(chunks, res, recorder, up.maxSseEventBytes, stopped);
+    if (streamed) await relayEvents(chunks, res, recorder, up.maxSseEventBytes, stopped, rewrite);
+    else if (wholeBody && rewrite) await relayRewrittenBody(chunks, res, recorder, up, rewrite);
     else await relayBody(chunks, res, recorder, stopped);
     res.end();
     recorder.end({ outcome: "OUTCOME_COMPLETED", status });
@@ -240,32 +264,68 @@ async function relayBody(
   }
 }
 
+/** A body rewritten whole (a JSON reply being masked): buffered up to the event limit, then sent. */
+async function relayRewrittenBody(
+  body: AsyncIterable<Buffer>,
+  res: ServerResponse,
+  recorder: ExchangeRecorder,
+  up: ForwardRequest,
+  rewrite: ResponseRewriter,
+): Promise<void> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > up.maxSseEventBytes) {
+      throw new GatehouseError(
+        "GATE_UPSTREAM_PROTOCOL",
+        `upstream sent a JSON response larger than maxSseEventBytes (${up.maxSseEventBytes} bytes), ` +
+          "which must be read whole to mask secrets in it; ask for a streamed response, or raise maxSseEventBytes",
+      );
+    }
+    chunks.push(chunk);
+  }
+  const rewritten = rewrite.body(Buffer.concat(chunks, size));
+  recorder.responseBody(rewritten);
+  if (!res.write(rewritten)) await drained(res, up.stopped);
+}
+
 async function relayEvents(
   body: AsyncIterable<Buffer>,
   res: ServerResponse,
   recorder: ExchangeRecorder,
   maxEventBytes: number,
   signal: AbortSignal,
+  rewrite: ResponseRewriter | undefined,
 ): Promise<void> {
   const parser = new SseParser({ maxBlockBytes: maxEventBytes });
-  for await (const chunk of body) {
-    const blocks = parser.push(chunk);
-    if (blocks.length === 0) continue;
+  const send = (blocks: SseBlock[], rewritten: boolean) => {
     // Several events in one chunk leave in one write.
     res.cork();
     try {
-      for (const block of blocks) {
-        // Recorded before it is sent: when recording fails, the client never sees an event
-        // the record lacks. Every block the client gets counts, events or not (comments, keep-alives).
-        if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
-        else recorder.sentBytes(block.raw.length);
-        res.write(block.raw);
+      for (const upstream of blocks) {
+        for (const block of rewrite && !rewritten && upstream.hasData
+          ? rewrite.event(upstream)
+          : [upstream]) {
+          // Recorded before it is sent: when recording fails, the client never sees an event
+          // the record lacks. Every block the client gets counts, events or not (comments, keep-alives).
+          if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
+          else recorder.sentBytes(block.raw.length);
+          res.write(block.raw);
+        }
       }
     } finally {
       res.uncork();
     }
+  };
+  for await (const chunk of body) {
+    const blocks = parser.push(chunk);
+    if (blocks.length === 0) continue;
+    send(blocks, false);
     if (res.writableNeedDrain) await drained(res, signal);
   }
+  // A stream that ended without closing its blocks still gets what was held back, masked.
+  if (rewrite) send(rewrite.endOfEvents(), true);
   const rest = parser.end();
   if (rest.length > 0) {
     recorder.responseBody(rest);

@@ -22,6 +22,8 @@ export interface FinishedExchange {
   kind: string;
   outcome: Outcome;
   status: number;
+  /** Secrets masked in the response, per type (counts only, never values). */
+  masked: Record<string, number>;
 }
 
 /** Told of every exchange once its last event is recorded (metrics, tests). */
@@ -47,6 +49,7 @@ export class ExchangeRecorder {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private ended = false;
+  private readonly maskedCounts: Record<string, number> = {};
 
   private connection = "";
   private kind = "";
@@ -95,6 +98,11 @@ export class ExchangeRecorder {
     this.emit({ sse: { event, data } });
   }
 
+  /** Notes that `count` secrets of `type` were masked in the response. */
+  masked(type: string, count: number): void {
+    this.maskedCounts[type] = (this.maskedCounts[type] ?? 0) + count;
+  }
+
   /**
    * Response bytes the client was sent that make no event of their own: event-stream blocks
    * without data (comments, keep-alives, `retry`) and Gatehouse's own error bodies. Counted so
@@ -122,6 +130,7 @@ export class ExchangeRecorder {
           errorMessage: end.errorMessage ?? "",
           requestBytes: this.requestBytes,
           responseBytes: this.responseBytes,
+          masked: { ...this.maskedCounts },
         },
       });
     } catch {
@@ -134,6 +143,7 @@ export class ExchangeRecorder {
         kind: this.kind,
         outcome: end.outcome,
         status: end.status,
+        masked: { ...this.maskedCounts },
       });
     }
   }

@@ -61,6 +61,13 @@ const exchange = {
     endedAt: { type: ["string", "null"], format: "date-time" },
     decision: { type: "string" },
     error: { type: ["object", "null"] },
+    masked: {
+      type: ["object", "null"],
+      additionalProperties: { type: "integer", minimum: 1 },
+      description:
+        "Secrets masked in the response: how many of each type (counts only, never values); null while in progress.",
+      examples: [{ "github-token": 2 }],
+    },
     request: { type: "object", properties: { headers: { type: "object" }, body: {} } },
     response: {
       type: ["object", "null"],

@@ -78,6 +78,7 @@ export function toNewEvent(e: SessionEvent__Output, raw: Uint8Array, where: stri
           errorMessage: end.errorMessage,
           requestBytes: end.requestBytes,
           responseBytes: end.responseBytes,
+          masked: end.masked ?? {},
         },
         body: null,
       };

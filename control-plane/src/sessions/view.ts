@@ -22,6 +22,8 @@ export interface ExchangeView {
   /** Policy decision; every request is allowed until policies exist. */
   decision: string;
   error: { code: string; message: string } | null;
+  /** Secrets masked in the response, per type (counts, never values); null while in progress. */
+  masked: Record<string, number> | null;
   request: { headers: Record<string, string>; body: unknown };
   response: {
     status: number;
@@ -85,6 +87,19 @@ function headerObject(pairs: unknown): Record<string, string> {
     const [name, value] = pair as [string, string];
     const earlier = out[name];
     out[name] = earlier === undefined ? value : `${earlier}, ${value}`;
+  }
+  return out;
+}
+
+/**
+ * The masking summary of an exchange's end; `{}` for records made before it was kept. Type names
+ * come from the agent, so the object has no prototype for a `__proto__` to reach.
+ */
+function maskedCounts(masked: unknown): Record<string, number> {
+  const out: Record<string, number> = Object.create(null);
+  if (masked === null || typeof masked !== "object") return out;
+  for (const [type, count] of Object.entries(masked)) {
+    if (typeof count === "number") out[type] = count;
   }
   return out;
 }
@@ -179,6 +194,7 @@ export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
       endedAt: x.end ? isoMicros(x.end.at) : null,
       decision: "allow",
       error: errorCode ? { code: errorCode, message: String(end?.errorMessage ?? "") } : null,
+      masked: end ? maskedCounts(end.masked) : null,
       request: { headers: headerObject(head.headers), body: renderBody(x.requestBody) },
       response,
     });

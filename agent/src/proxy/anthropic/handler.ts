@@ -3,7 +3,8 @@
  * Anthropic SDKs, Claude Code) use `<proxyUrl>` as their base URL and the
  * session token as their API key or auth token; the agent swaps the token for
  * the real credential. Everything else (every `anthropic-*` header, every body
- * field) passes through unchanged.
+ * field) passes through unchanged, except that secrets in the response are
+ * masked (see `masking.ts`).
  *
  * @see https://docs.anthropic.com/en/api/messages
  * @see https://docs.anthropic.com/en/api/errors
@@ -18,6 +19,7 @@ import { endToEnd, recordable, upstreamRequestHeaders } from "../headers.js";
 import { ExchangeRecorder } from "../recorder.js";
 import type { ProxyContext } from "../server.js";
 import { type UpstreamTarget, upstreamTarget } from "../target.js";
+import { ResponseMasking } from "./masking.js";
 
 const ERROR_TYPES: Record<number, string> = {
   400: "invalid_request_error",
@@ -224,6 +226,8 @@ async function exchange(
       maxSseEventBytes: ctx.limits.maxSseEventBytes,
       stopped,
       logger: ctx.logger,
+      // Secrets in the reply are masked before the client or the record sees them.
+      rewrite: new ResponseMasking(recorder),
     },
     res,
     recorder,

@@ -10,6 +10,7 @@ export interface ExchangeEnd {
   'errorMessage'?: (string);
   'requestBytes'?: (number | string | Long);
   'responseBytes'?: (number | string | Long);
+  'masked'?: ({[key: string]: number});
 }
 
 export interface ExchangeEnd__Output {
@@ -19,4 +20,5 @@ export interface ExchangeEnd__Output {
   'errorMessage': (string);
   'requestBytes': (number);
   'responseBytes': (number);
+  'masked': ({[key: string]: number});
 }
