@@ -8,7 +8,7 @@ import { EventEmitter } from "node:events";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import type { Connection__Output } from "@gatehouse/proto";
+import type { Connection__Output, MaskingPattern__Output } from "@gatehouse/proto";
 import { splitHostPort } from "@gatehouse/proto/address";
 import { asGatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
@@ -17,6 +17,7 @@ import { type Clock, systemClock } from "./clock.js";
 import type { AgentConfig } from "./config.js";
 import { CredentialSources, Credentials, EnvCredentialSource } from "./credentials/source.js";
 import { AgentLinkClient, type LinkTls } from "./link/link.js";
+import { type CustomPattern, Masker, usableMasker } from "./masking/masker.js";
 import { createAgentMetrics } from "./metrics.js";
 import type { FinishedExchange } from "./proxy/recorder.js";
 import { createProxyServer } from "./proxy/server.js";
@@ -104,6 +105,11 @@ async function makePrivate(dir: string, log: Logger): Promise<void> {
   }
 }
 
+/** A pushed pattern as the masker takes it; 0 on the wire leaves the length to the masker's default. */
+function customPattern(p: MaskingPattern__Output): CustomPattern {
+  return { name: p.name, pattern: p.pattern, ...(p.maxLength > 0 ? { maxLength: p.maxLength } : {}) };
+}
+
 /** The names of pushed connections whose credential is in Vault. */
 function vaultConnections(connections: readonly Connection__Output[]): string[] {
   return connections.filter((c) => c.credential?.vault).map((c) => c.name);
@@ -158,6 +164,9 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
   /** Why the control plane refused this agent, while it does. */
   let refused: string | null = null;
   const upstreams = new UpstreamPool();
+  /** Built once per change of the pushed patterns; each exchange keeps the one it started with. */
+  let masker = new Masker();
+  let maskingPushed = "[]";
   let link: AgentLinkClient | null = null;
   const metrics = createAgentMetrics(deps.registry, {
     spoolPending: () => spool.pending,
@@ -179,6 +188,7 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
     upstreams,
     limits: config.proxy,
     logger: deps.log("agent.proxy"),
+    masker: () => masker,
     connections: () => connections,
     notReadyReason: () => {
       if (spoolFailure) return `the spool failed, so exchanges cannot be recorded: ${spoolFailure}`;
@@ -200,6 +210,25 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
   const proxyUrl = config.proxy.publicUrl ?? `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
 
   const linkLog = deps.log("agent.link");
+  /**
+   * The control plane checked the patterns, but this agent's engine may differ (another Node
+   * version): one it cannot compile is logged and skipped, never the end of the link handler.
+   */
+  const applyMasking = (patterns: readonly MaskingPattern__Output[]) => {
+    const pushed = JSON.stringify(patterns);
+    // Key rotations push the same patterns again: nothing to rebuild, nothing to log again.
+    if (pushed === maskingPushed) return;
+    try {
+      const built = usableMasker(patterns.map(customPattern));
+      for (const { name, reason } of built.rejected) {
+        linkLog.error({ pattern: name, reason }, "skipped a masking pattern this agent cannot use");
+      }
+      masker = built.masker;
+      maskingPushed = pushed;
+    } catch (error) {
+      linkLog.error({ err: error }, "could not apply the pushed masking patterns; keeping the previous ones");
+    }
+  };
   link = new AgentLinkClient({
     address: config.controlPlane.address,
     token: deps.token,
@@ -226,6 +255,8 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
         return;
       }
       refused = null;
+      // Before the connections: no exchange may start on this configuration without its patterns.
+      applyMasking(pushed.maskingPatterns);
       connections = new Map(pushed.connections.map((c) => [c.name, c]));
       const inVault = config.vault ? [] : vaultConnections(pushed.connections);
       if (inVault.length > 0) {

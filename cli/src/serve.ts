@@ -115,6 +115,7 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
       sessions: file.sessions,
       signing: file.signing,
       retention: file.retention,
+      masking: file.masking,
       http: { listen: flags.http ?? file.http.listen },
       grpc: { listen: flags.grpc ?? file.grpc.listen, tls: file.grpc.tls },
     },

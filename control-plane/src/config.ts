@@ -164,6 +164,50 @@ const adminLogin = z.strictObject({
 
 export type AdminLoginConfig = z.infer<typeof adminLogin>;
 
+/** Lengths a custom pattern's match may span; the agent holds back at most this much of a stream. */
+const MASKING_MAX_LENGTH = 4096;
+
+/**
+ * A custom masking pattern: a JavaScript regular expression, checked here at start-up so that
+ * the agents it is pushed to never meet one they cannot use. Compiler messages are not repeated:
+ * they quote the pattern, which may itself be close to a secret.
+ */
+const maskingPattern = z.strictObject({
+  /** Named in markers (`[MASKED:internal-host]`) and in masking counts. */
+  name: z
+    .string()
+    .regex(
+      /^[a-z0-9][a-z0-9-]{0,63}$/,
+      "use lower-case letters, digits and '-' (max 64), e.g. internal-host",
+    ),
+  /** JavaScript regular expression source, without flags; a group named `secret` masks only that part. */
+  pattern: z
+    .string()
+    .min(1)
+    .superRefine((source, ctx) => {
+      let compiled: RegExp;
+      try {
+        compiled = new RegExp(source);
+      } catch {
+        ctx.addIssue({
+          code: "custom",
+          message: "not a valid JavaScript regular expression; check its syntax",
+        });
+        return;
+      }
+      if (compiled.test("")) {
+        ctx.addIssue({
+          code: "custom",
+          message: "matches empty text; a masking pattern must match at least one character",
+        });
+      }
+    }),
+  /** The longest text a match spans (default 256): it bounds what a stream holds back. */
+  maxLength: z.int().min(1).max(MASKING_MAX_LENGTH).optional(),
+});
+
+export type MaskingPatternConfig = z.infer<typeof maskingPattern>;
+
 /** The control plane's settings, before the checks that span several of them. */
 export const controlPlaneConfigObject = z.strictObject({
   connections: z
@@ -244,6 +288,12 @@ export const controlPlaneConfigObject = z.strictObject({
       rotationDays: z.int().min(0).max(3650).default(30),
     })
     .default({ rotationDays: 30 }),
+  masking: z
+    .strictObject({
+      /** Masked in responses by every agent, after the built-in detectors, as `[MASKED:<name>]`. */
+      custom: z.array(maskingPattern).default([]),
+    })
+    .default({ custom: [] }),
   sessions: z
     .strictObject({
       /** Token lifetime when the caller asks for none. */

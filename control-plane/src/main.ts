@@ -148,7 +148,11 @@ async function startOn(
         });
 
   const agentConfig = (served: readonly string[]) =>
-    buildAgentConfig({ connections: config.connections, keys, store }, served, now());
+    buildAgentConfig(
+      { connections: config.connections, maskingPatterns: config.masking.custom, keys, store },
+      served,
+      now(),
+    );
   // A rotated key reaches every linked agent before it signs anything.
   keys.on("changed", () => {
     for (const agent of agents.list()) {

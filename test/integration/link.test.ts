@@ -185,15 +185,8 @@ function encoded(
   });
 }
 
-/**
- * A second AgentLink server on the harness's store, registry and sessions, as
- * another replica would have, with `overrides` for what a test needs to differ.
- */
-async function linkReplica(
-  gh: TestGatehouse,
-  name: string,
-  overrides: Partial<AgentLinkDeps> = {},
-): Promise<{ address: string; server: grpc.Server }> {
+/** What a replica of the harness's control plane builds agent configurations from: its keys and `claude`. */
+async function replicaConfigSources(gh: TestGatehouse) {
   const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"), gh.logs.log("cp.keys"));
   const connections = [
     {
@@ -203,6 +196,19 @@ async function linkReplica(
       credential: { env: UPSTREAM_KEY_ENV },
     },
   ];
+  return { keys, connections };
+}
+
+/**
+ * A second AgentLink server on the harness's store, registry and sessions, as
+ * another replica would have, with `overrides` for what a test needs to differ.
+ */
+async function linkReplica(
+  gh: TestGatehouse,
+  name: string,
+  overrides: Partial<AgentLinkDeps> = {},
+): Promise<{ address: string; server: grpc.Server }> {
+  const { keys, connections } = await replicaConfigSources(gh);
   const server = createAgentLinkServer({
     store: gh.cp.store,
     sessions: gh.cp.sessions,
@@ -1227,21 +1233,53 @@ describe("AgentLink", () => {
   });
 
   test(
+    "a pushed masking pattern the agent cannot compile is logged and skipped; the link and the other patterns keep working",
+    LIMIT,
+    async () => {
+      // The control plane checks patterns at start-up, but an agent on another Node version may
+      // compile them differently: such a pattern must not end the link's message handler.
+      const gh = await TestGatehouse.start();
+      const { keys, connections } = await replicaConfigSources(gh);
+      const maskingPatterns = [
+        { name: "unusable", pattern: "corp-(" },
+        { name: "internal-host", pattern: "corp-[a-z]+\\.internal" },
+      ];
+      const { address, server } = await linkReplica(gh, "patterns", {
+        agentConfig: (served) =>
+          buildAgentConfig({ connections, maskingPatterns, keys, store: gh.cp.store }, served, Date.now()),
+      });
+      try {
+        const mark = gh.logs.lines.length;
+        const agent = await gh.startExtraAgent("patterns", { address });
+        const skipped = await gh.logs.waitFor(
+          (e) => e.agent === "patterns" && e.msg === "skipped a masking pattern this agent cannot use",
+          mark,
+        );
+        assert.equal(skipped.pattern, "unusable");
+        assert.equal(agent.link.state, "ready");
+
+        const session = await gh.openSession();
+        gh.fake.reply({
+          content: [{ type: "text", text: "pushed to corp-build.internal today" }],
+          streaming: { pieces: 5 },
+        });
+        const client = gh.anthropic({ ...session, proxyUrl: `${agent.proxyUrl}/c/claude` });
+        assert.equal(await askStreamed(client, "where?"), "pushed to [MASKED:internal-host] today");
+      } finally {
+        server.forceShutdown();
+        await gh.stop();
+      }
+    },
+  );
+
+  test(
     "token keys the agent cannot read are logged and refused; the agent serves on with the last good ones",
     LIMIT,
     async () => {
       // Regression: a pushed key that was not JSON threw inside the link's message handler, an
       // uncaught exception that ended the agent's process.
       const gh = await TestGatehouse.start();
-      const keys = await SigningKeys.load(join(gh.dir, "signing-key.jwk"), gh.logs.log("cp.keys"));
-      const connections = [
-        {
-          name: "claude",
-          type: "anthropic" as const,
-          upstream: gh.fake.url,
-          credential: { env: UPSTREAM_KEY_ENV },
-        },
-      ];
+      const { keys, connections } = await replicaConfigSources(gh);
       const good = await buildAgentConfig({ connections, keys, store: gh.cp.store }, [], Date.now());
       const unreadable = (jwkJson: string) => ({
         ...good,

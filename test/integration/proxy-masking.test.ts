@@ -152,3 +152,63 @@ describe("masking secrets in responses", () => {
     assert.deepEqual((await gh.record(session.id)).exchanges[0]?.masked, {});
   });
 });
+
+describe("masking custom patterns from the control plane's configuration", () => {
+  const internalHost = { name: "internal-host", pattern: "corp-[a-z]+\\.internal" };
+  let gh: TestGatehouse;
+  before(async () => {
+    gh = await TestGatehouse.start({ controlPlane: { masking: { custom: [internalHost] } } });
+  });
+  after(async () => {
+    await gh.stop();
+  });
+
+  // The host name is cut across deltas at every position (one character per delta), and the
+  // built-in canaries ride along: custom patterns add to the built-in detectors, never replace them.
+  const text = `Artifacts are pushed to corp-build.internal. ${canaryProse()}`;
+  const expected = new Masker([internalHost]).mask(text).text;
+
+  for (const [pieces, how] of [
+    [text.length, "one character per delta"],
+    [1, "in one delta"],
+  ] as const) {
+    test(`streamed ${how}, a host name matching a configured pattern reaches the client and the record masked`, async () => {
+      const session = await gh.openSession();
+      gh.fake.reply({ content: [{ type: "text", text }], streaming: { pieces } });
+      const finished = gh.exchangeFinished(session.id);
+      const message = await gh
+        .anthropic(session)
+        .messages.stream({ model: MODEL, max_tokens: 1024, messages: [{ role: "user", content: "where?" }] })
+        .finalMessage();
+      const got = message.content[0]?.type === "text" ? message.content[0].text : "";
+      assert.ok(got.startsWith("Artifacts are pushed to [MASKED:internal-host]. "), got.slice(0, 80));
+      assert.equal(got, expected);
+      assertMasked("client text", got);
+
+      const exchange = await finished;
+      assert.equal(exchange.masked["internal-host"], 1);
+      const record = await gh.record(session.id);
+      assert.deepEqual(record.exchanges[0]?.masked, exchange.masked);
+      const events = await (await gh.admin.events(session.id)).text();
+      for (const [where, recorded] of [
+        ["the record", JSON.stringify(record)],
+        ["the recorded events", events],
+      ] as const) {
+        assert.ok(!recorded.includes("corp-build"), `${where} holds the host name`);
+        assert.ok(recorded.includes("[MASKED:internal-host]"), `${where} lacks the marker`);
+        assertMasked(where, recorded);
+      }
+    });
+  }
+
+  test("a non-streamed reply is masked with the configured pattern too", async () => {
+    const session = await gh.openSession();
+    gh.fake.reply({ content: [{ type: "text", text }] });
+    const message = await gh.anthropic(session).messages.create({
+      model: MODEL,
+      max_tokens: 1024,
+      messages: [{ role: "user", content: "where?" }],
+    });
+    assert.equal(message.content[0]?.type === "text" ? message.content[0].text : "", expected);
+  });
+});

@@ -88,6 +88,38 @@ describe("configuration", () => {
     );
   });
 
+  test("custom masking patterns: the issue's YAML is accepted, and a pattern agents could not use is refused at start-up, by field", () => {
+    const yaml = parseYaml(
+      'masking: { custom: [ { name: internal-host, pattern: "corp-[a-z]+\\\\.internal" } ] }',
+    ) as Record<string, unknown>;
+    const parsed = controlPlaneConfigSchema.parse({ connections: [connection], ...yaml });
+    assert.deepEqual(parsed.masking.custom, [{ name: "internal-host", pattern: "corp-[a-z]+\\.internal" }]);
+    assert.deepEqual(controlPlaneConfigSchema.parse({ connections: [connection] }).masking, { custom: [] });
+
+    const refused = (custom: unknown) =>
+      problems(controlPlaneConfigSchema, { connections: [connection], masking: { custom } });
+    const invalid = refused([
+      { name: "ok", pattern: "x" },
+      { name: "api-key", pattern: "sk-(live" },
+    ]);
+    assert.match(invalid, /not a valid JavaScript regular expression[\s\S]*masking\.custom\[1\]\.pattern/);
+    // The engine's own message quotes the pattern, which may be close to a secret: it is not repeated.
+    assert.ok(!invalid.includes("sk-(live"), invalid);
+    assert.match(
+      refused([{ name: "anything", pattern: "[A-Z]*" }]),
+      /matches empty text[\s\S]*masking\.custom\[0\]\.pattern/,
+    );
+    assert.match(
+      refused([{ name: "Internal Host", pattern: "corp" }]),
+      /lower-case letters, digits and '-'[\s\S]*masking\.custom\[0\]\.name/,
+    );
+    assert.match(
+      refused([{ name: "big", pattern: "x+", maxLength: 5000 }]),
+      /masking\.custom\[0\]\.maxLength/,
+    );
+    assert.match(refused([{ name: "x", pattern: "x", flags: "i" }]), /Unrecognized key: "flags"/);
+  });
+
   test("identity providers: plain http only on loopback, rules only for configured connections", () => {
     const provider = (issuer: string, connections: string[]) => ({
       name: "ci",

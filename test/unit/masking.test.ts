@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Masker, marker } from "@gatehouse/agent/masking/masker.js";
+import { Masker, marker, usableMasker } from "@gatehouse/agent/masking/masker.js";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import fc from "fast-check";
 import { CANARIES, canaryProse } from "../support/masking-canaries.js";
@@ -64,6 +64,24 @@ describe("detectors", () => {
       );
     }
     assert.throws(() => new Masker([{ name: "Bad Name", pattern: "x" }]), GatehouseError);
+  });
+
+  test("a pushed pattern this engine cannot use is left out, named with why; the others and the built-in ones still mask", () => {
+    const { masker: usable, rejected } = usableMasker([
+      { name: "broken", pattern: "corp-(" },
+      { name: "internal-host", pattern: "corp-[a-z]+\\.internal" },
+    ]);
+    assert.deepEqual(
+      rejected.map((r) => r.name),
+      ["broken"],
+    );
+    assert.match(rejected[0]?.reason ?? "", /not a valid regular expression/);
+    const canary = CANARIES[0];
+    assert.ok(canary);
+    assert.equal(
+      usable.mask(`on corp-build.internal: ${canary.text}`).text,
+      `on [MASKED:internal-host]: ${masker.mask(canary.text).text}`,
+    );
   });
 });
 

@@ -280,6 +280,35 @@ export class Masker {
   }
 }
 
+/** A custom pattern a masker was built without, and why (never quoting the pattern). */
+export interface RejectedPattern {
+  name: string;
+  reason: string;
+}
+
+/**
+ * A masker with the built-in detectors and every custom pattern it can use. One it cannot use
+ * (invalid where this engine compiles it, or matching empty text) is left out and named in
+ * `rejected`, so that it takes neither the other patterns nor the built-in ones with it.
+ */
+export function usableMasker(custom: readonly CustomPattern[]): {
+  masker: Masker;
+  rejected: RejectedPattern[];
+} {
+  const usable: CustomPattern[] = [];
+  const rejected: RejectedPattern[] = [];
+  for (const pattern of custom) {
+    try {
+      customDetector(pattern);
+      usable.push(pattern);
+    } catch (error) {
+      if (!(error instanceof GatehouseError)) throw error;
+      rejected.push({ name: pattern.name, reason: error.message });
+    }
+  }
+  return { masker: new Masker(usable), rejected };
+}
+
 /** A match as a raw hit: with a group named `secret`, only that group is masked. */
 function raw(m: RegExpExecArray, detector: Detector, rank: number): Raw {
   const matchStart = m.index;

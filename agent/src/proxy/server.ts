@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { ProxyConfig } from "../config.js";
 import type { Credentials } from "../credentials/source.js";
+import type { Masker } from "../masking/masker.js";
 import type { AgentMetrics } from "../metrics.js";
 import type { TokenVerifier } from "../tokens/verifier.js";
 import { anthropicErrors, handleAnthropic } from "./anthropic/handler.js";
@@ -25,6 +26,8 @@ export interface ProxyContext {
   upstreams: UpstreamPool;
   limits: ProxyConfig;
   logger: Logger;
+  /** The masker for responses: built-in detectors and the patterns of the last configuration pushed. */
+  masker: () => Masker;
 }
 
 export interface ProxyServerOptions extends ProxyContext {

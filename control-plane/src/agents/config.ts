@@ -1,6 +1,6 @@
-/** What the control plane pushes to an agent: connections, token keys, revocations. */
-import type { AgentConfig, Connection } from "@gatehouse/proto";
-import type { ConnectionConfig } from "../config.js";
+/** What the control plane pushes to an agent: connections, token keys, revocations, masking patterns. */
+import type { AgentConfig, Connection, MaskingPattern } from "@gatehouse/proto";
+import type { ConnectionConfig, MaskingPatternConfig } from "../config.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type { Store } from "../store/types.js";
 
@@ -20,10 +20,17 @@ function toConnection(c: ConnectionConfig): Connection {
   };
 }
 
+function toMaskingPattern(p: MaskingPatternConfig): MaskingPattern {
+  // 0 on the wire leaves the length to the agent's default.
+  return { name: p.name, pattern: p.pattern, maxLength: p.maxLength ?? 0 };
+}
+
 /** The configuration for an agent serving `served` (empty: every connection). */
 export async function buildAgentConfig(
   deps: {
     connections: readonly ConnectionConfig[];
+    /** Every agent masks these, whichever connections it serves. */
+    maskingPatterns?: readonly MaskingPatternConfig[];
     keys: SigningKeys;
     store: Pick<Store, "listRevokedSessions">;
   },
@@ -37,5 +44,6 @@ export async function buildAgentConfig(
       .map(toConnection),
     tokenKeys: deps.keys.publicJwks.map((jwk) => ({ kid: String(jwk.kid), jwkJson: JSON.stringify(jwk) })),
     revoked: revoked.map((r) => ({ sessionId: r.id, expiresAtUnixMs: r.expiresAt })),
+    maskingPatterns: (deps.maskingPatterns ?? []).map(toMaskingPattern),
   };
 }

@@ -14,6 +14,7 @@ import type { ExchangeEnd as _gatehouse_v1_ExchangeEnd, ExchangeEnd__Output as _
 import type { Header as _gatehouse_v1_Header, Header__Output as _gatehouse_v1_Header__Output } from './gatehouse/v1/Header.js';
 import type { Heartbeat as _gatehouse_v1_Heartbeat, Heartbeat__Output as _gatehouse_v1_Heartbeat__Output } from './gatehouse/v1/Heartbeat.js';
 import type { Hello as _gatehouse_v1_Hello, Hello__Output as _gatehouse_v1_Hello__Output } from './gatehouse/v1/Hello.js';
+import type { MaskingPattern as _gatehouse_v1_MaskingPattern, MaskingPattern__Output as _gatehouse_v1_MaskingPattern__Output } from './gatehouse/v1/MaskingPattern.js';
 import type { RequestHead as _gatehouse_v1_RequestHead, RequestHead__Output as _gatehouse_v1_RequestHead__Output } from './gatehouse/v1/RequestHead.js';
 import type { ResponseHead as _gatehouse_v1_ResponseHead, ResponseHead__Output as _gatehouse_v1_ResponseHead__Output } from './gatehouse/v1/ResponseHead.js';
 import type { Revocation as _gatehouse_v1_Revocation, Revocation__Output as _gatehouse_v1_Revocation__Output } from './gatehouse/v1/Revocation.js';
@@ -44,6 +45,7 @@ export interface ProtoGrpcType {
       Header: MessageTypeDefinition<_gatehouse_v1_Header, _gatehouse_v1_Header__Output>
       Heartbeat: MessageTypeDefinition<_gatehouse_v1_Heartbeat, _gatehouse_v1_Heartbeat__Output>
       Hello: MessageTypeDefinition<_gatehouse_v1_Hello, _gatehouse_v1_Hello__Output>
+      MaskingPattern: MessageTypeDefinition<_gatehouse_v1_MaskingPattern, _gatehouse_v1_MaskingPattern__Output>
       Outcome: EnumTypeDefinition
       RequestHead: MessageTypeDefinition<_gatehouse_v1_RequestHead, _gatehouse_v1_RequestHead__Output>
       ResponseHead: MessageTypeDefinition<_gatehouse_v1_ResponseHead, _gatehouse_v1_ResponseHead__Output>

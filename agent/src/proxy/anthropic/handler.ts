@@ -227,7 +227,7 @@ async function exchange(
       stopped,
       logger: ctx.logger,
       // Secrets in the reply are masked before the client or the record sees them.
-      rewrite: new ResponseMasking(recorder),
+      rewrite: new ResponseMasking(recorder, ctx.masker()),
     },
     res,
     recorder,

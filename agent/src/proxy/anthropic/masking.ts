@@ -15,7 +15,7 @@
  *
  * @see https://docs.anthropic.com/en/api/messages-streaming
  */
-import { type MaskCounts, Masker, type StreamMasker } from "../../masking/masker.js";
+import type { MaskCounts, Masker, StreamMasker } from "../../masking/masker.js";
 import type { ResponseRewriter } from "../forward.js";
 import type { SseBlock } from "../sse.js";
 
@@ -36,9 +36,6 @@ const ENDS_BLOCKS = new Set(["message_delta", "message_stop", "error"]);
 
 const JSON_TYPE = /^application\/(?:[\w.+-]*\+)?json\s*(?:;|$)/i;
 
-/** The masker with the built-in detectors, shared by every exchange. */
-export const DEFAULT_MASKER = new Masker();
-
 interface OpenBlock {
   stream: StreamMasker;
   deltaType: string;
@@ -51,7 +48,8 @@ export class ResponseMasking implements ResponseRewriter {
   readonly #tally: MaskingTally;
   readonly #open = new Map<number, OpenBlock>();
 
-  constructor(tally: MaskingTally, masker: Masker = DEFAULT_MASKER) {
+  /** `masker`: the agent's current one (built-in detectors and pushed patterns), kept for the whole exchange. */
+  constructor(tally: MaskingTally, masker: Masker) {
     this.#masker = masker;
     this.#tally = tally;
   }

@@ -11,6 +11,7 @@ export type * from "./ExchangeEnd.js";
 export type * from "./Header.js";
 export type * from "./Heartbeat.js";
 export type * from "./Hello.js";
+export type * from "./MaskingPattern.js";
 export type * from "./Outcome.js";
 export type * from "./RequestHead.js";
 export type * from "./ResponseHead.js";
