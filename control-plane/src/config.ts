@@ -3,7 +3,9 @@
  * the process entry (cli/), unknown keys rejected by name. Defaults are declared
  * next to each option.
  */
+
 import { HOST_PORT, HTTPS_OR_LOOPBACK, isHttpsOrLoopback } from "@gatehouse/proto/address";
+import { MASKING_PATTERN } from "@gatehouse/proto/masking";
 import { z } from "zod";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
@@ -165,7 +167,6 @@ const adminLogin = z.strictObject({
 export type AdminLoginConfig = z.infer<typeof adminLogin>;
 
 /** Lengths a custom pattern's match may span; the agent holds back at most this much of a stream. */
-const MASKING_MAX_LENGTH = 4096;
 
 /**
  * A custom masking pattern: a JavaScript regular expression, checked here at start-up so that
@@ -176,10 +177,7 @@ const maskingPattern = z.strictObject({
   /** Named in markers (`[MASKED:internal-host]`) and in masking counts. */
   name: z
     .string()
-    .regex(
-      /^[a-z0-9][a-z0-9-]{0,63}$/,
-      "use lower-case letters, digits and '-' (max 64), e.g. internal-host",
-    ),
+    .regex(MASKING_PATTERN.name, "use lower-case letters, digits and '-' (max 64), e.g. internal-host"),
   /** JavaScript regular expression source, without flags; a group named `secret` masks only that part. */
   pattern: z
     .string()
@@ -203,7 +201,7 @@ const maskingPattern = z.strictObject({
       }
     }),
   /** The longest text a match spans (default 256): it bounds what a stream holds back. */
-  maxLength: z.int().min(1).max(MASKING_MAX_LENGTH).optional(),
+  maxLength: z.int().min(1).max(MASKING_PATTERN.maxLength).optional(),
 });
 
 export type MaskingPatternConfig = z.infer<typeof maskingPattern>;

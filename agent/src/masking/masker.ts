@@ -6,6 +6,7 @@
  * Pure code: no I/O, no clock.
  */
 import { GatehouseError } from "@gatehouse/proto/errors";
+import { MASKING_PATTERN } from "@gatehouse/proto/masking";
 import { DETECTORS, type Detector, TRIGGER_MAX_LENGTH } from "./detectors.js";
 
 /** How many secrets of each type were masked. */
@@ -30,21 +31,18 @@ export function marker(type: string): string {
   return `[MASKED:${type}]`;
 }
 
-const CUSTOM_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
-const CUSTOM_MAX_LENGTH = 4096;
-
 function customDetector(custom: CustomPattern): Detector {
-  if (!CUSTOM_NAME.test(custom.name)) {
+  if (!MASKING_PATTERN.name.test(custom.name)) {
     throw new GatehouseError(
       "GATE_CONFIG_INVALID",
       `masking pattern name ${JSON.stringify(custom.name)} is invalid; use lowercase letters, digits and dashes (at most 64)`,
     );
   }
   const maxLength = custom.maxLength ?? 256;
-  if (!Number.isSafeInteger(maxLength) || maxLength < 1 || maxLength > CUSTOM_MAX_LENGTH) {
+  if (!Number.isSafeInteger(maxLength) || maxLength < 1 || maxLength > MASKING_PATTERN.maxLength) {
     throw new GatehouseError(
       "GATE_CONFIG_INVALID",
-      `masking pattern '${custom.name}': maxLength must be a whole number from 1 to ${CUSTOM_MAX_LENGTH}`,
+      `masking pattern '${custom.name}': maxLength must be a whole number from 1 to ${MASKING_PATTERN.maxLength}`,
     );
   }
   const source = typeof custom.pattern === "string" ? custom.pattern : custom.pattern.source;
