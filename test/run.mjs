@@ -23,7 +23,7 @@ if (files.length === 0) {
 }
 /** Files whose Gatehouse comes from the harness, so the store under it is the harness's choice. */
 const onBothStores = files.filter((f) =>
-  /[/\\](e2e[/\\]anthropic|integration[/\\](proxy-|link|rest-api|retention|identity-))/.test(f),
+  /[/\\](e2e[/\\]anthropic|integration[/\\](proxy-|link|rest-api|retention|identity-|approvals))/.test(f),
 );
 
 function run(label, list, env) {

@@ -8,17 +8,19 @@ import { EventEmitter } from "node:events";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import type { Connection__Output, MaskingPattern__Output } from "@gatehouse/proto";
+import type { Connection__Output, MaskingPattern__Output, Policy__Output } from "@gatehouse/proto";
 import { splitHostPort } from "@gatehouse/proto/address";
 import { asGatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { ApprovalDesk } from "./approvals/desk.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AgentConfig } from "./config.js";
 import { CredentialSources, Credentials, EnvCredentialSource } from "./credentials/source.js";
 import { AgentLinkClient, type LinkTls } from "./link/link.js";
 import { type CustomPattern, Masker, usableMasker } from "./masking/masker.js";
 import { createAgentMetrics } from "./metrics.js";
+import { PolicySet } from "./policy/policy.js";
 import type { FinishedExchange } from "./proxy/recorder.js";
 import { createProxyServer } from "./proxy/server.js";
 import { UpstreamPool } from "./proxy/upstream.js";
@@ -167,7 +169,14 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
   /** Built once per change of the pushed patterns; each exchange keeps the one it started with. */
   let masker = new Masker();
   let maskingPushed = "[]";
+  let policies = PolicySet.empty;
+  let policiesPushed = "[]";
+  let approvalTimeoutSeconds = 0;
   let link: AgentLinkClient | null = null;
+  const approvals = new ApprovalDesk({
+    channel: { sendNow: (message) => link?.sendNow(message) ?? false },
+    timeoutSeconds: () => approvalTimeoutSeconds,
+  });
   const metrics = createAgentMetrics(deps.registry, {
     spoolPending: () => spool.pending,
     linkReady: () => link?.state === "ready",
@@ -189,6 +198,8 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
     limits: config.proxy,
     logger: deps.log("agent.proxy"),
     masker: () => masker,
+    policies: () => policies,
+    approvals,
     connections: () => connections,
     notReadyReason: () => {
       if (spoolFailure) return `the spool failed, so exchanges cannot be recorded: ${spoolFailure}`;
@@ -229,6 +240,18 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
       linkLog.error({ err: error }, "could not apply the pushed masking patterns; keeping the previous ones");
     }
   };
+  /** Like the masking patterns: one that cannot be compiled here is logged, and the previous set stays. */
+  const applyPolicies = (pushed: readonly Policy__Output[]) => {
+    const text = JSON.stringify(pushed);
+    if (text === policiesPushed) return;
+    try {
+      policies = PolicySet.compile(pushed);
+      policiesPushed = text;
+      linkLog.info({ policies: pushed.map((p) => p.name) }, "policies applied");
+    } catch (error) {
+      linkLog.error({ err: error }, "could not apply the pushed policies; keeping the previous ones");
+    }
+  };
   link = new AgentLinkClient({
     address: config.controlPlane.address,
     token: deps.token,
@@ -257,6 +280,8 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
       refused = null;
       // Before the connections: no exchange may start on this configuration without its patterns.
       applyMasking(pushed.maskingPatterns);
+      applyPolicies(pushed.policies);
+      approvalTimeoutSeconds = pushed.approvalTimeoutSeconds;
       connections = new Map(pushed.connections.map((c) => [c.name, c]));
       const inVault = config.vault ? [] : vaultConnections(pushed.connections);
       if (inVault.length > 0) {
@@ -268,11 +293,15 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
       linkLog.info({ connections: [...connections.keys()] }, "configuration received");
     },
     onRevocation: (sessions) => verifier.revoke(sessions),
+    onApprovalDecision: (decision) => approvals.decided(decision),
     // A revoked agent must not go on spending the connection's credential on cached configuration.
     onRefused: (reason) => {
       refused = reason;
       connections = null;
     },
+  });
+  link.onState((state) => {
+    if (state === "ready") approvals.relinked();
   });
   link.start();
 

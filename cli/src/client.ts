@@ -1,12 +1,14 @@
 /**
- * Commands that talk to a running control plane over REST: sessions, agents,
- * and `exec`, which runs a tool through a session.
+ * Commands that talk to a running control plane over REST: sessions, approvals,
+ * agents, and `exec`, which runs a tool through a session.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { verifyRecord } from "@gatehouse/control-plane/sessions/verify.js";
 import type { StoredEvent } from "@gatehouse/control-plane/store/types.js";
 import {
+  type ApprovalStatus,
+  type ApprovalView,
   CiTokenError,
   type CiTokenSource,
   ciIdToken,
@@ -254,6 +256,92 @@ export async function sessionsEvents(client: GatehouseClient, id: string, follow
   const res = await client.events(id, { follow });
   if (!res.body) return;
   for await (const chunk of res.body) process.stdout.write(chunk);
+}
+
+const APPROVAL_STATUSES: readonly ApprovalStatus[] = [
+  "pending",
+  "approved",
+  "denied",
+  "expired",
+  "cancelled",
+];
+
+/** The --status of `approvals list`, checked before anything is asked of the control plane. */
+export function approvalStatus(status: string | undefined): ApprovalStatus | undefined {
+  if (status === undefined) return undefined;
+  const known = APPROVAL_STATUSES.find((s) => s === status);
+  if (!known) {
+    throw new UsageError(
+      `--status must be ${APPROVAL_STATUSES.slice(0, -1).join(", ")} or ${APPROVAL_STATUSES.at(-1)}, not '${status}'`,
+    );
+  }
+  return known;
+}
+
+/** The --reason of `approvals approve|deny`: required, so every decision says why. */
+export function approvalReason(verb: string, reason: string | undefined): string {
+  if (reason === undefined || reason.trim() === "") {
+    throw new UsageError(`approvals ${verb} needs --reason TEXT (why; it is recorded with the decision)`);
+  }
+  return reason;
+}
+
+export async function approvalsList(
+  client: GatehouseClient,
+  flags: ClientFlags & { status?: ApprovalStatus | undefined; limit?: string; cursor?: string },
+): Promise<void> {
+  const page = await client.listApprovals({
+    ...(flags.status ? { status: flags.status } : {}),
+    ...(flags.limit ? { limit: Number(flags.limit) } : {}),
+    ...(flags.cursor ? { cursor: flags.cursor } : {}),
+  });
+  if (flags.json) return out(JSON.stringify(page, null, 2));
+  const rows = page.items.map((a: ApprovalView) => [
+    a.id,
+    a.status,
+    a.connection,
+    a.requester.id,
+    `${a.policy}/${a.rule}`,
+    a.createdAt,
+    a.expiresAt,
+  ]);
+  out(table([["ID", "STATUS", "CONNECTION", "REQUESTER", "POLICY/RULE", "CREATED", "EXPIRES"], ...rows]));
+  if (page.nextCursor) {
+    const status = flags.status ? ` --status ${flags.status}` : "";
+    out(`\nmore: gatehouse approvals list${status} --cursor ${page.nextCursor}`);
+  }
+}
+
+/** One approval with what it holds (the preview), which the chat message never carries. */
+export async function approvalsShow(client: GatehouseClient, id: string, flags: ClientFlags): Promise<void> {
+  const a = await client.getApproval(id);
+  if (flags.json) return out(JSON.stringify(a, null, 2));
+  const lines = [
+    `Approval    ${a.id}`,
+    `Status      ${a.status}${a.decidedAt ? ` (${a.decidedAt} by ${a.decidedBy ?? "?"}: ${a.reason ?? ""})` : ""}`,
+    `Connection  ${a.connection}`,
+    `Requester   ${a.requester.kind} ${a.requester.id}`,
+    `Session     ${a.sessionId}, exchange ${a.exchangeId}`,
+    `Rule        ${a.policy}/${a.rule} on the ${a.stage}${a.matched.length > 0 ? `, matched ${a.matched.join(", ")}` : ""}`,
+    `Message     ${a.message}`,
+    `Created     ${a.createdAt}, expires ${a.expiresAt}`,
+    "",
+    "Held:",
+    a.preview,
+  ];
+  out(lines.join("\n"));
+}
+
+export async function approvalsDecide(
+  client: GatehouseClient,
+  verdict: "approve" | "deny",
+  id: string,
+  reason: string,
+  flags: ClientFlags,
+): Promise<void> {
+  const decided = verdict === "approve" ? await client.approve(id, reason) : await client.deny(id, reason);
+  if (flags.json) return out(JSON.stringify(decided, null, 2));
+  out(`approval ${decided.id} ${decided.status}`);
 }
 
 export async function agentsCreate(

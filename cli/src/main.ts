@@ -13,6 +13,11 @@ import {
 } from "@gatehouse/sdk";
 import {
   agentsCreate,
+  approvalReason,
+  approvalStatus,
+  approvalsDecide,
+  approvalsList,
+  approvalsShow,
   connect,
   exec,
   sessionsClose,
@@ -36,6 +41,12 @@ const USAGE = `Usage:
   gatehouse sessions verify ID [--jwks FILE] [--json]
                                    prove a record complete and unaltered (exit 1 if not)
   gatehouse sessions close ID
+  gatehouse approvals list [--status pending|approved|denied|expired|cancelled] [--limit N] [--cursor C] [--json]
+  gatehouse approvals show ID [--json]
+                                   an approval, with what it holds
+  gatehouse approvals approve ID --reason TEXT [--json]
+  gatehouse approvals deny ID --reason TEXT [--json]
+                                   decide a pending approval (role approver; not your own session's)
   gatehouse agents create NAME [--connection NAME]... [--json]
                                    an agent account (default: it may serve every connection)
   gatehouse exec --connection NAME [--ttl SECONDS] [--label KEY=VALUE]...
@@ -63,6 +74,7 @@ const options = {
   limit: { type: "string" },
   cursor: { type: "string" },
   follow: { type: "boolean" },
+  reason: { type: "string" },
   jwks: { type: "string" },
   ttl: { type: "string" },
   label: { type: "string", multiple: true },
@@ -116,6 +128,23 @@ async function run(argv: string[], env: Readonly<Record<string, string | undefin
         throw new UsageError(
           `unknown sessions command '${sub ?? ""}'; use list, show, events, verify or close`,
         );
+      return 0;
+    }
+    case "approvals": {
+      // Arguments are checked before the control plane is looked for, so a mistake is named first.
+      if (sub === "list") {
+        const status = approvalStatus(flags.status);
+        await approvalsList(await connect(flags, env), { ...flags, status });
+      } else if (sub === "show") {
+        const id = needArg("an approval id");
+        await approvalsShow(await connect(flags, env), id, flags);
+      } else if (sub === "approve" || sub === "deny") {
+        const id = needArg("an approval id");
+        const reason = approvalReason(sub, flags.reason);
+        await approvalsDecide(await connect(flags, env), sub, id, reason, flags);
+      } else {
+        throw new UsageError(`unknown approvals command '${sub ?? ""}'; use list, show, approve or deny`);
+      }
       return 0;
     }
     case "agents": {

@@ -116,6 +116,8 @@ export async function up(flags: ServeFlags, env: Env): Promise<void> {
       signing: file.signing,
       retention: file.retention,
       masking: file.masking,
+      policies: file.policies,
+      approvals: file.approvals,
       http: { listen: flags.http ?? file.http.listen },
       grpc: { listen: flags.grpc ?? file.grpc.listen, tls: file.grpc.tls },
     },

@@ -7,6 +7,7 @@
 import { HOST_PORT, HTTPS_OR_LOOPBACK, isHttpsOrLoopback } from "@gatehouse/proto/address";
 import { MASKING_PATTERN } from "@gatehouse/proto/masking";
 import { z } from "zod";
+import { policySchema } from "./policy/schema.js";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
 export const listenAddress = z.string().regex(HOST_PORT, "expected host:port, e.g. 127.0.0.1:7070");
@@ -292,6 +293,27 @@ export const controlPlaneConfigObject = z.strictObject({
       custom: z.array(maskingPattern).default([]),
     })
     .default({ custom: [] }),
+  /** Evaluated by the agents, in this order, before the policies set over REST. */
+  policies: z
+    .array(policySchema)
+    .default([])
+    .refine((list) => new Set(list.map((p) => p.name)).size === list.length, "policy names must be unique"),
+  approvals: z
+    .strictObject({
+      /** How long a held request or tool call waits for a decision before it fails. */
+      timeoutSeconds: z.int().min(10).max(86_400).default(600),
+      /** Told of every new pending approval (Slack- or Teams-compatible JSON). */
+      webhooks: z
+        .array(
+          z.strictObject({
+            /** Holds a secret in most chat services: it is never logged. */
+            url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }),
+            format: z.enum(["slack", "teams"]).default("slack"),
+          }),
+        )
+        .default([]),
+    })
+    .default({ timeoutSeconds: 600, webhooks: [] }),
   sessions: z
     .strictObject({
       /** Token lifetime when the caller asks for none. */
@@ -302,12 +324,22 @@ export const controlPlaneConfigObject = z.strictObject({
     .default({ defaultTtlSeconds: 900, maxTtlSeconds: 3600 }),
 });
 
-/** Every connection a runner rule names must be configured. */
+/** Every connection a runner rule or a policy names must be configured. */
 export function ruleConnectionsExist(
-  config: Pick<z.infer<typeof controlPlaneConfigObject>, "connections" | "identity">,
+  config: Pick<z.infer<typeof controlPlaneConfigObject>, "connections" | "identity" | "policies">,
   ctx: z.RefinementCtx,
 ): void {
   const known = new Set(config.connections.map((c) => c.name));
+  config.policies.forEach((policy, p) => {
+    policy.connections?.forEach((name, c) => {
+      if (known.has(name)) return;
+      ctx.addIssue({
+        code: "custom",
+        path: ["policies", p, "connections", c],
+        message: `no connection is named '${name}'; known: ${[...known].join(", ")}`,
+      });
+    });
+  });
   config.identity.providers.forEach((provider, p) => {
     provider.rules.forEach((rule, r) => {
       rule.connections.forEach((name, c) => {

@@ -19,6 +19,8 @@ import { AgentRegistry } from "./agents/registry.js";
 import { RevocationRelay } from "./agents/revocations.js";
 import { createApi } from "./api/app.js";
 import type { SignInRouteDeps } from "./api/login.js";
+import { Approvals } from "./approvals/service.js";
+import { ApprovalWebhooks } from "./approvals/webhooks.js";
 import { AuditLog, SYSTEM_ACTOR } from "./audit/log.js";
 import type { AdminLoginConfig, ControlPlaneConfig } from "./config.js";
 import { privateDataDir } from "./data-dir.js";
@@ -28,6 +30,7 @@ import { ApiKeys } from "./identity/api-keys.js";
 import { RunnerIdentities } from "./identity/runner-identity.js";
 import { SigningKeys } from "./identity/signing-keys.js";
 import { createControlPlaneMetrics } from "./metrics.js";
+import { Policies } from "./policy/policies.js";
 import { SessionFeed } from "./sessions/feed.js";
 import { RetentionJob } from "./sessions/retention.js";
 import { SessionService } from "./sessions/service.js";
@@ -59,6 +62,8 @@ export interface RunningControlPlane {
   sessions: SessionService;
   agents: AgentRegistry;
   keys: SigningKeys;
+  policies: Policies;
+  approvals: Approvals;
   /** Stops the listeners (ending agent links) and closes the store. */
   stop(): Promise<void>;
 }
@@ -147,28 +152,59 @@ async function startOn(
           logger: deps.log("cp.retention"),
         });
 
+  const policies = new Policies({
+    fromConfig: config.policies,
+    connections: config.connections.map((c) => c.name),
+    store,
+    audit,
+    now,
+    logger: deps.log("cp.policies"),
+  });
+  await policies.start();
+  undo.push(() => policies.stop());
+  const approvals = new Approvals({
+    store,
+    audit,
+    announcer: new ApprovalWebhooks(config.approvals.webhooks, { logger: deps.log("cp.webhooks") }),
+    timeoutSeconds: config.approvals.timeoutSeconds,
+    now,
+    logger: deps.log("cp.approvals"),
+  });
+  approvals.start();
+  undo.push(() => approvals.stop());
+
   const agentConfig = (served: readonly string[]) =>
     buildAgentConfig(
-      { connections: config.connections, maskingPatterns: config.masking.custom, keys, store },
+      {
+        connections: config.connections,
+        maskingPatterns: config.masking.custom,
+        policies: policies.effective(),
+        approvalTimeoutSeconds: config.approvals.timeoutSeconds,
+        keys,
+        store,
+      },
       served,
       now(),
     );
-  // A rotated key reaches every linked agent before it signs anything.
-  keys.on("changed", () => {
+  /** Pushes the whole configuration again to every linked agent. */
+  const pushConfig = (what: string) => {
     for (const agent of agents.list()) {
       agentConfig(agent.connections).then(
         (pushed) => agent.send({ config: pushed }),
-        (error: unknown) =>
-          deps.log("cp.keys").error({ err: error }, "could not push new token keys to an agent"),
+        (error: unknown) => deps.log("cp.link").error({ err: error }, `could not push ${what} to an agent`),
       );
     }
-  });
+  };
+  // A rotated key reaches every linked agent before it signs anything.
+  keys.on("changed", () => pushConfig("new token keys"));
+  policies.on("changed", () => pushConfig("changed policies"));
   keys.start();
   undo.push(() => keys.stop());
 
   const grpcServer = createAgentLinkServer({
     store,
     sessions,
+    approvals,
     registry: agents,
     agentConfig,
     controlPlaneId: randomUUID(),
@@ -196,6 +232,8 @@ async function startOn(
     apiKeys,
     signIn: await adminSignIn(config.identity.admin, apiKeys, deps.log("cp.sign-in")),
     runners: new RunnerIdentities(config.identity.providers, { now, logger: deps.log("cp.identity") }),
+    policies,
+    approvals,
     feed,
     registry: deps.registry,
     metrics,
@@ -232,12 +270,16 @@ async function startOn(
     sessions,
     agents,
     keys,
+    policies,
+    approvals,
     async stop() {
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
       grpcServer.forceShutdown();
       await httpClosed;
       await retention?.stop();
+      await approvals.stop();
+      await policies.stop();
       await keys.stop();
       await revocations.stop();
       await store.close();

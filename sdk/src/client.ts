@@ -54,6 +54,22 @@ export interface SessionSummary {
   seal: SessionSeal | null;
 }
 
+/** A policy rule that matched an exchange, or an approval outcome: names, never the matched text. */
+export interface PolicyDecisionView {
+  at: string;
+  policy: string;
+  rule: string;
+  action: "allow" | "deny" | "require_approval" | "flag";
+  stage: "request" | "response";
+  message: string;
+  /** The match fields that matched, e.g. `["tool", "toolInput"]`. */
+  matched: string[];
+  /** For require_approval: the approval and where it stood at this point. */
+  approval: { id: string; status: string; decidedBy: string; reason: string } | null;
+  /** Response rules: the tool call judged, its input as the client would have received it (masked). */
+  toolCall: { id: string; name: string; input: string } | null;
+}
+
 export interface ExchangeView {
   id: string;
   kind: string;
@@ -63,7 +79,13 @@ export interface ExchangeView {
   outcome: string | null;
   startedAt: string;
   endedAt: string | null;
-  decision: string;
+  /**
+   * What the policies made of it: `deny` (a rule denied it, or its approval was denied,
+   * expired, cancelled or could not be asked for), `pending`, `approved`, `flag`, or `allow`.
+   */
+  decision: "allow" | "flag" | "pending" | "approved" | "deny";
+  /** Every rule that matched and every approval outcome, in order. */
+  decisions: PolicyDecisionView[];
   error: { code: string; message: string } | null;
   /** Secrets masked in the response, per type (counts, never values); null while in progress. */
   masked: Record<string, number> | null;
@@ -100,6 +122,45 @@ export interface AgentAccount {
     connections: string[];
     connectedAt: string;
   }>;
+}
+
+/** Where an approval is: `pending` until an approver decides, it expires, or the agent gives up on it. */
+export type ApprovalStatus = "pending" | "approved" | "denied" | "expired" | "cancelled";
+
+/**
+ * A request, or a tool call in the model's answer, that an agent holds until a
+ * person decides, as `GET /v1/approvals/{id}` shows it.
+ */
+export interface ApprovalView {
+  id: string;
+  status: ApprovalStatus;
+  sessionId: string;
+  exchangeId: string;
+  connection: string;
+  /** Who opened the session: they may not decide it themselves. */
+  requester: { kind: string; id: string };
+  policy: string;
+  rule: string;
+  /** `request`: a request to the model is held; `response`: a tool call in its answer. */
+  stage: "request" | "response";
+  /** The rule's message. */
+  message: string;
+  /** What is held, masked, at most 4 KiB. */
+  preview: string;
+  /** The names of the match fields that matched. */
+  matched: string[];
+  createdAt: string;
+  expiresAt: string;
+  decidedAt: string | null;
+  /** An API key id, `<issuer>#<sub>` of a person, `system` (expiry) or `agent` (cancelled). */
+  decidedBy: string | null;
+  reason: string | null;
+}
+
+export interface ListApprovalsQuery {
+  status?: ApprovalStatus;
+  limit?: number;
+  cursor?: string;
 }
 
 export interface ListSessionsQuery {
@@ -153,10 +214,7 @@ export class GatehouseClient {
   listSessions(
     query: ListSessionsQuery = {},
   ): Promise<{ items: SessionSummary[]; nextCursor: string | null }> {
-    const params = new URLSearchParams();
-    for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
-    const qs = params.size > 0 ? `?${params}` : "";
-    return this.call("GET", `/v1/sessions${qs}`);
+    return this.call("GET", `/v1/sessions${queryString(query)}`);
   }
 
   /** The raw NDJSON event stream of a session; with `follow`, it stays open and tails new events. */
@@ -198,6 +256,33 @@ export class GatehouseClient {
     return this.call("DELETE", `/v1/agents/${encodeURIComponent(id)}`);
   }
 
+  /** Approvals, newest first; `status: "pending"` lists those waiting for a decision. */
+  listApprovals(
+    query: ListApprovalsQuery = {},
+  ): Promise<{ items: ApprovalView[]; nextCursor: string | null }> {
+    return this.call("GET", `/v1/approvals${queryString(query)}`);
+  }
+
+  getApproval(id: string): Promise<ApprovalView> {
+    return this.call("GET", `/v1/approvals/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Lets the held request or tool call go on (role approver; not the requester).
+   * `reason` (1 to 1000 characters) is recorded with the decision.
+   *
+   * @throws GatehouseApiError GATE_CONFLICT (409) when it was already decided or expired,
+   *   GATE_FORBIDDEN (403) for the requester themself, GATE_NOT_FOUND (404).
+   */
+  approve(id: string, reason: string): Promise<ApprovalView> {
+    return this.call("POST", `/v1/approvals/${encodeURIComponent(id)}/approve`, { reason });
+  }
+
+  /** Refuses the held request or tool call; otherwise as {@link approve}. */
+  deny(id: string, reason: string): Promise<ApprovalView> {
+    return this.call("POST", `/v1/approvals/${encodeURIComponent(id)}/deny`, { reason });
+  }
+
   private headers(): Record<string, string> {
     return { authorization: `Bearer ${this.options.token}`, accept: "application/json" };
   }
@@ -228,6 +313,13 @@ export class GatehouseClient {
     const res = await this.send(path, init);
     return (await res.json()) as T;
   }
+}
+
+/** `?k=v&…` of the fields set, or nothing. */
+function queryString(query: object): string {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+  return params.size > 0 ? `?${params}` : "";
 }
 
 async function apiError(res: Response): Promise<GatehouseApiError> {

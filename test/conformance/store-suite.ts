@@ -7,10 +7,14 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 import { EMPTY_TAIL, verifyChain } from "@gatehouse/control-plane/sessions/chain.js";
 import type {
   AgentRecord,
   ApiKeyRecord,
+  ApprovalDecisionUpdate,
+  ApprovalRecord,
+  ApprovalStatus,
   AuditRecord,
   EventKind,
   NewEvent,
@@ -20,6 +24,7 @@ import type {
   SessionStatus,
   Store,
   StoredEvent,
+  StoredPolicyRecord,
 } from "@gatehouse/control-plane/store/types.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
 
@@ -200,6 +205,60 @@ export function makeApiKey(createdAt: number, overrides: Partial<ApiKeyRecord> =
     expiresAt: null,
     revokedAt: null,
     lastUsedAt: null,
+    ...overrides,
+  };
+}
+
+/**
+ * A pending approval asked for at `createdAt`, due ten minutes later, holding
+ * text a naive store could mangle (non-ASCII, quotes, a `$` and dots).
+ */
+export function makeApproval(createdAt: number, overrides: Partial<ApprovalRecord> = {}): ApprovalRecord {
+  return {
+    id: sessionId(createdAt),
+    sessionId: sessionId(createdAt),
+    exchangeId: "01HZX3K8Q9",
+    connection: "claude",
+    agentAccountId: "agent-1",
+    requester: {
+      kind: "oidc",
+      id: "https://token.actions.githubusercontent.com#repo:contoso/app:ref:refs/heads/main",
+    },
+    policy: "ci-default",
+    rule: "no-private-keys",
+    stage: "request",
+    message: "Private keys must not be sent to the model.",
+    preview: 'deploy with key "-----BEGIN [MASKED] PRIVATE KEY-----" to $HOME/.ssh ✓ två',
+    matched: ["text", "model"],
+    status: "pending",
+    createdAt,
+    expiresAt: createdAt + 10 * MINUTE,
+    decidedAt: null,
+    decidedBy: null,
+    reason: null,
+    ...overrides,
+  };
+}
+
+/** A policy set over REST, with rule patterns and keys a MongoDB field name could not hold. */
+export function makePolicy(name: string, overrides: Partial<StoredPolicyRecord> = {}): StoredPolicyRecord {
+  return {
+    name,
+    body: {
+      connections: ["claude"],
+      rules: [
+        {
+          name: "no-private-keys",
+          when: "request",
+          match: { text: "BEGIN [A-Z ]*PRIVATE KEY$", maxTokensAbove: 4096 },
+          action: "require_approval",
+          message: "Private keys need a second pair of eyes.",
+        },
+      ],
+      "x.note": { $comment: "kept as sent", list: [1, "två", null, true] },
+    },
+    updatedAt: T0,
+    updatedBy: "https://login.example.com#admin-7",
     ...overrides,
   };
 }
@@ -1123,6 +1182,328 @@ export function storeSuite(name: string, open: () => Promise<StoreFixture>): voi
           await again.revokeApiKey(login.id, T0 + HOUR);
           assert.equal((await again.getApiKey(auditor.id))?.lastUsedAt, T0 + 2 * MINUTE);
           assert.equal((await again.getApiKey(login.id))?.revokedAt, T0 + MINUTE);
+        }));
+    });
+
+    describe("approvals", () => {
+      const statuses: ApprovalStatus[] = ["pending", "approved", "denied", "expired", "cancelled"];
+      /** The `n`th of a mix: every status, both stages, both kinds of requester; decided ones say who and why. */
+      const variedApproval = (createdAt: number, n: number): ApprovalRecord => {
+        const status = statuses[n % statuses.length] ?? "pending";
+        const decidedBy =
+          status === "expired"
+            ? "system"
+            : status === "cancelled"
+              ? "agent"
+              : "https://login.example.com#ops-3";
+        return makeApproval(createdAt, {
+          status,
+          stage: n % 2 === 0 ? "request" : "response",
+          matched: n % 4 === 0 ? [] : ["tool", "toolInput"],
+          ...(n % 3 === 0 ? { requester: { kind: "api-key" as const, id: sessionId(createdAt) } } : {}),
+          ...(status === "pending"
+            ? {}
+            : { decidedAt: createdAt + MINUTE, decidedBy, reason: `${status}: checked with the team` }),
+        });
+      };
+      const byId = (approvals: ApprovalRecord[]) => [...approvals].sort((a, b) => (a.id < b.id ? -1 : 1));
+      const approve: ApprovalDecisionUpdate = {
+        status: "approved",
+        decidedAt: T0 + 2 * MINUTE,
+        decidedBy: "https://login.example.com#ops-3",
+        reason: "reviewed: the key is a test fixture",
+      };
+      const deny: ApprovalDecisionUpdate = {
+        status: "denied",
+        decidedAt: T0 + 3 * MINUTE,
+        decidedBy: sessionId(T0),
+        reason: "production credentials stay out of prompts",
+      };
+      const expiredAt = (approval: ApprovalRecord, now: number, reason: string): ApprovalRecord => ({
+        ...approval,
+        status: "expired",
+        decidedAt: now,
+        decidedBy: "system",
+        reason,
+      });
+
+      keysetListingTests({
+        plural: "approvals",
+        make: variedApproval,
+        time: (approval) => approval.createdAt,
+        add: async (store, approval) => {
+          await store.insertApproval(approval);
+        },
+        list: (store, filter) => store.listApprovals(filter),
+      });
+
+      test("an approval reads back exactly, alone or several at once; unknown ids are left out", () =>
+        withStore(async ({ store }) => {
+          const first = variedApproval(T0, 0);
+          const second = variedApproval(T0 + 1000, 1);
+          const third = variedApproval(T0 + 2000, 3);
+          for (const approval of [first, second, third]) {
+            assert.deepEqual(await store.insertApproval(approval), approval, "insert returns what it stored");
+          }
+          for (const approval of [first, second, third]) {
+            assert.deepEqual(await store.getApproval(approval.id), approval);
+          }
+          const unknown = sessionId(T0);
+          assert.equal(await store.getApproval(unknown), null);
+          assert.deepEqual(
+            byId(await store.getApprovals([third.id, unknown, first.id, third.id])),
+            byId([first, third]),
+          );
+          assert.deepEqual(await store.getApprovals([unknown]), []);
+          assert.deepEqual(await store.getApprovals([]), []);
+        }));
+
+      test("storing an approval id again returns the stored record unchanged, decided or not", () =>
+        withStore(async ({ store }) => {
+          // The agent resends its request after a relink: the resend must neither fail
+          // nor replace what is stored, nor reopen an approval decided meanwhile.
+          const approval = makeApproval(T0);
+          await store.insertApproval(approval);
+          const resent = { ...approval, message: "changed", preview: "other", expiresAt: T0 + HOUR };
+          assert.deepEqual(await store.insertApproval(resent), approval);
+          const decided = await store.decideApproval(approval.id, approve);
+          assert.deepEqual(decided, { ...approval, ...approve });
+          assert.deepEqual(await store.insertApproval(approval), decided);
+          assert.deepEqual(await store.getApproval(approval.id), decided);
+          assert.deepEqual(await store.listApprovals({ limit: 10 }), { items: [decided], nextCursor: null });
+        }));
+
+      test("a status filter lists only that status, newest first, pages holding while newer ones arrive", () =>
+        withStore(async ({ store }) => {
+          // Two share each time, so ids break ties. Pending ones are listed as pending
+          // whatever their expiresAt: expiry is the sweep's to apply, not the reader's.
+          const stored = Array.from({ length: 40 }, (_, i) =>
+            variedApproval(T0 + Math.floor(i / 2) * 1000, i),
+          );
+          for (const approval of [...stored].sort(() => Math.random() - 0.5)) {
+            await store.insertApproval(approval);
+          }
+          let arrivals = 0;
+          for (const [n, status] of statuses.entries()) {
+            const expected = newestFirstBy(
+              stored.filter((approval) => approval.status === status),
+              (approval) => approval.createdAt,
+            );
+            let pages = 0;
+            const ids = await listEveryPage(3, async (cursor) => {
+              pages += 1;
+              if (cursor === undefined) return store.listApprovals({ status, limit: 3 });
+              // Newer approvals, of this status and of another, arrive between pages.
+              for (const m of [n, n + 1]) {
+                arrivals += 1;
+                const arrived = variedApproval(T0 + 2 * HOUR + arrivals * 1000, m);
+                await store.insertApproval(arrived);
+                stored.push(arrived);
+              }
+              return store.listApprovals({ status, limit: 3, cursor });
+            });
+            assert.ok(pages >= 3, `${status}: the walk took ${pages} pages`);
+            assert.deepEqual(ids, expected, `${status} approvals`);
+          }
+        }));
+
+      test("a decision is taken once: a later one returns the first unchanged; an unknown id is null", () =>
+        withStore(async ({ store }) => {
+          const approval = makeApproval(T0);
+          const other = makeApproval(T0 + 1000);
+          await store.insertApproval(approval);
+          await store.insertApproval(other);
+          const decided = { ...approval, ...approve };
+          assert.deepEqual(await store.decideApproval(approval.id, approve), decided);
+          // A second approver a moment late must learn who decided first, not overwrite it.
+          assert.deepEqual(await store.decideApproval(approval.id, deny), decided);
+          assert.deepEqual(await store.getApproval(approval.id), decided);
+          assert.deepEqual(await store.getApproval(other.id), other, "the other approval is still pending");
+          const cancel: ApprovalDecisionUpdate = {
+            status: "cancelled",
+            decidedAt: T0 + 4 * MINUTE,
+            decidedBy: "agent",
+            reason: "the client went away",
+          };
+          assert.deepEqual(await store.decideApproval(other.id, cancel), { ...other, ...cancel });
+          const unknown = sessionId(T0);
+          assert.equal(await store.decideApproval(unknown, approve), null);
+          assert.equal(await store.getApproval(unknown), null, "deciding an unknown id stores nothing");
+          assert.deepEqual((await store.listApprovals({ status: "approved", limit: 10 })).items, [decided]);
+          assert.deepEqual((await store.listApprovals({ status: "pending", limit: 10 })).items, []);
+          assert.deepEqual(await store.expireApprovals(T0 + HOUR, "no decision in time"), []);
+        }));
+
+      test("of store objects deciding one approval at once, exactly one decision is taken and all see it", () =>
+        withStore(async ({ store, openAnother }) => {
+          // Two approvers on two replicas, and a third replica's expiry sweep, may act on
+          // one approval in the same instant: one decision stands, and every caller is told it.
+          const second = await openAnother();
+          const third = await openAnother();
+          const now = T0 + HOUR;
+          const reason = "no decision in time";
+          for (let round = 0; round < 12; round++) {
+            const approval = makeApproval(T0 + round * 1000, { expiresAt: now - round });
+            await store.insertApproval(approval);
+            const [first, other, swept] = await Promise.all([
+              store.decideApproval(approval.id, approve),
+              second.decideApproval(approval.id, deny),
+              third.expireApprovals(now, reason),
+            ]);
+            const stored = await store.getApproval(approval.id);
+            assert.ok(stored);
+            const candidates = [
+              { ...approval, ...approve },
+              { ...approval, ...deny },
+              expiredAt(approval, now, reason),
+            ];
+            assert.ok(
+              candidates.some((candidate) => isDeepStrictEqual(candidate, stored)),
+              `round ${round}: stored ${JSON.stringify(stored)}`,
+            );
+            assert.deepEqual(first, stored, `round ${round}: the first approver is told the decision taken`);
+            assert.deepEqual(other, stored, `round ${round}: the second approver is told the decision taken`);
+            assert.deepEqual(
+              swept,
+              stored.status === "expired" ? [stored] : [],
+              `round ${round}: the sweep reports an expiry only when it made it`,
+            );
+            assert.deepEqual(await second.getApproval(approval.id), stored);
+            assert.deepEqual(await third.getApproval(approval.id), stored);
+          }
+        }));
+
+      test("expiry marks only pending approvals due by now, returns them, and leaves the rest", () =>
+        withStore(async ({ store }) => {
+          const now = T0 + HOUR;
+          const due = makeApproval(T0, { expiresAt: now - MINUTE });
+          // expiresAt <= now: an approval is due at the instant itself.
+          const dueNow = makeApproval(T0 + 1000, { expiresAt: now });
+          const later = makeApproval(T0 + 2000, { expiresAt: now + 1 });
+          const approved = makeApproval(T0 + 3000, { expiresAt: now - MINUTE, ...approve });
+          const cancelled = makeApproval(T0 + 4000, {
+            expiresAt: now - MINUTE,
+            status: "cancelled",
+            decidedAt: T0 + 5000,
+            decidedBy: "agent",
+            reason: "the client went away",
+          });
+          for (const approval of [due, dueNow, later, approved, cancelled])
+            await store.insertApproval(approval);
+          // Until the sweep runs, past-due approvals are still pending to readers.
+          assert.deepEqual((await store.listApprovals({ status: "pending", limit: 10 })).items, [
+            later,
+            dueNow,
+            due,
+          ]);
+
+          const reason = "no decision within 600 s";
+          const expired = [expiredAt(due, now, reason), expiredAt(dueNow, now, reason)];
+          assert.deepEqual(byId(await store.expireApprovals(now, reason)), byId(expired));
+          for (const approval of expired) assert.deepEqual(await store.getApproval(approval.id), approval);
+          for (const approval of [later, approved, cancelled]) {
+            assert.deepEqual(await store.getApproval(approval.id), approval);
+          }
+          // A second sweep finds nothing more, and an approver arriving late cannot overturn an expiry.
+          assert.deepEqual(await store.expireApprovals(now, "again"), []);
+          assert.deepEqual(await store.decideApproval(due.id, approve), expired[0]);
+          assert.deepEqual((await store.listApprovals({ status: "pending", limit: 10 })).items, [later]);
+          assert.deepEqual(
+            (await store.listApprovals({ status: "expired", limit: 10 })).items,
+            [...expired].reverse(),
+          );
+        }));
+
+      test("approvals and their decisions survive closing and reopening the store", () =>
+        withStore(async ({ store, closeAndReopen }) => {
+          const pending = makeApproval(T0);
+          const decided = makeApproval(T0 + 1000);
+          const lapsed = makeApproval(T0 + 2000, { expiresAt: T0 + 3000 });
+          for (const approval of [pending, decided, lapsed]) await store.insertApproval(approval);
+          await store.decideApproval(decided.id, approve);
+          await store.expireApprovals(T0 + 5000, "no decision in time");
+          const first = await store.listApprovals({ limit: 2 });
+          assert.ok(first.nextCursor);
+
+          const again = await closeAndReopen();
+          assert.deepEqual(await again.listApprovals({ limit: 2 }), first);
+          assert.deepEqual(first.items, [
+            expiredAt(lapsed, T0 + 5000, "no decision in time"),
+            { ...decided, ...approve },
+          ]);
+          // A cursor issued before the restart still continues the listing.
+          assert.deepEqual(await again.listApprovals({ limit: 2, cursor: first.nextCursor }), {
+            items: [pending],
+            nextCursor: null,
+          });
+          // Decisions after the restart follow the same rule: decided ones stay, pending ones take one.
+          assert.deepEqual(await again.decideApproval(decided.id, deny), { ...decided, ...approve });
+          assert.deepEqual(await again.decideApproval(pending.id, deny), { ...pending, ...deny });
+          assert.deepEqual(
+            await again.insertApproval(lapsed),
+            expiredAt(lapsed, T0 + 5000, "no decision in time"),
+          );
+        }));
+    });
+
+    describe("policies", () => {
+      test("a put creates or replaces a policy; listed by name in code-unit order; delete says if one was there", () =>
+        withStore(async ({ store }) => {
+          assert.deepEqual(await store.listPolicies(), []);
+          // Names may hold '-', '.', digits and '_', which sort as their code units do
+          // (not as a locale would), so both stores list them alike.
+          const names = ["ci_default", "ci0", "zeta", "ci.default", "ci-default", "alpha"];
+          const policies = names.map((name, i) => makePolicy(name, { updatedAt: T0 + i }));
+          for (const policy of policies) await store.putPolicy(policy);
+          const byName = (list: StoredPolicyRecord[]) =>
+            [...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+          assert.deepEqual(
+            (await store.listPolicies()).map((policy) => policy.name),
+            ["alpha", "ci-default", "ci.default", "ci0", "ci_default", "zeta"],
+          );
+          assert.deepEqual(await store.listPolicies(), byName(policies));
+
+          const replaced = makePolicy("ci.default", {
+            body: { connections: ["claude", "claude-prod"], rules: [] },
+            updatedAt: T0 + HOUR,
+            updatedBy: sessionId(T0),
+          });
+          await store.putPolicy(replaced);
+          const current = byName([...policies.filter((policy) => policy.name !== "ci.default"), replaced]);
+          assert.deepEqual(await store.listPolicies(), current);
+
+          assert.equal(await store.deletePolicy("ci0"), true);
+          assert.equal(
+            await store.deletePolicy("ci0"),
+            false,
+            "deleting twice finds nothing the second time",
+          );
+          assert.equal(await store.deletePolicy("never-set"), false);
+          assert.deepEqual(
+            await store.listPolicies(),
+            current.filter((policy) => policy.name !== "ci0"),
+          );
+        }));
+
+      test("a policy body that is not plain JSON is refused as a caller error and nothing is stored", () =>
+        withStore(async ({ store }) => {
+          await assert.rejects(
+            store.putPolicy(makePolicy("bad", { body: { maxTokensAbove: 10n } })),
+            isInvalidRequest,
+          );
+          assert.deepEqual(await store.listPolicies(), []);
+        }));
+
+      test("policies survive closing and reopening the store", () =>
+        withStore(async ({ store, closeAndReopen }) => {
+          const kept = makePolicy("ci-default");
+          const gone = makePolicy("old-rule");
+          await store.putPolicy(kept);
+          await store.putPolicy(gone);
+          await store.deletePolicy(gone.name);
+          const again = await closeAndReopen();
+          assert.deepEqual(await again.listPolicies(), [kept]);
+          assert.equal(await again.deletePolicy(gone.name), false);
         }));
     });
 

@@ -5,7 +5,7 @@ import { MongoStore } from "@gatehouse/control-plane/store/mongo/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
 import { MongoClient } from "mongodb";
 import { type MongoServer, startMongoServer } from "../support/mongo-server.js";
-import { makeApiKey, storeSuite } from "./store-suite.js";
+import { makeApiKey, makeApproval, makePolicy, makeSession, storeSuite } from "./store-suite.js";
 
 // One server for the file (FerretDB, or MONGODB_URI); each test gets a database of its own.
 let server: MongoServer;
@@ -103,6 +103,50 @@ describe("MongoStore: schema versions", () => {
         assert.deepEqual(byName.get("api_keys_by_hash")?.key, { keyHash: 1 });
         assert.equal(byName.get("api_keys_by_hash")?.unique, true);
         assert.deepEqual(byName.get("api_keys_by_time")?.key, { createdAt: -1, _id: -1 });
+        assert.equal((await schemaVersion(client, database))?.value, MONGO_SCHEMA_VERSION);
+      });
+    } finally {
+      await store.close();
+      await server.dropDatabase(database);
+    }
+  });
+
+  test("a database of schema version 2 opens with its records, gains the approvals indexes, and takes approvals", async () => {
+    // Version 3 added approvals and REST-set policies: a database kept from before upgrades in
+    // place when a store opens it, keeping its sessions and API keys.
+    const database = server.uniqueDatabase();
+    const first = await MongoStore.open({ uri: server.uri, database });
+    const session = makeSession();
+    const key = makeApiKey(session.createdAt);
+    await first.insertSession(session);
+    await first.insertApiKey(key);
+    await first.close();
+    await withClient(async (client) => {
+      await client.db(database).collection("approvals").drop();
+      await setSchemaVersion(client, database, 2);
+    });
+    const store = await MongoStore.open({ uri: server.uri, database });
+    try {
+      assert.deepEqual(await store.getSession(session.id), session);
+      assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
+      const approval = makeApproval(session.createdAt, { sessionId: session.id });
+      assert.deepEqual(await store.insertApproval(approval), approval);
+      const decision = {
+        status: "approved",
+        decidedAt: session.createdAt + 1,
+        decidedBy: key.id,
+        reason: "checked",
+      } as const;
+      assert.deepEqual(await store.decideApproval(approval.id, decision), { ...approval, ...decision });
+      const policy = makePolicy("ci-default");
+      await store.putPolicy(policy);
+      assert.deepEqual(await store.listPolicies(), [policy]);
+      await withClient(async (client) => {
+        const indexes = await client.db(database).collection("approvals").listIndexes().toArray();
+        const byName = new Map(indexes.map((index) => [index.name, index.key]));
+        assert.deepEqual(byName.get("approvals_by_time"), { createdAt: -1, _id: -1 });
+        assert.deepEqual(byName.get("approvals_by_status"), { status: 1, createdAt: -1, _id: -1 });
+        assert.deepEqual(byName.get("approvals_by_expiry"), { status: 1, expiresAt: 1, _id: 1 });
         assert.equal((await schemaVersion(client, database))?.value, MONGO_SCHEMA_VERSION);
       });
     } finally {

@@ -10,7 +10,7 @@ import { SCHEMA_VERSION } from "@gatehouse/control-plane/store/sqlite/schema.js"
 import { SqliteStore } from "@gatehouse/control-plane/store/sqlite/store.js";
 import { isGatehouseError } from "@gatehouse/proto/errors";
 import Database from "libsql";
-import { makeApiKey, makeAudit, makeSession, storeSuite } from "./store-suite.js";
+import { makeApiKey, makeApproval, makeAudit, makePolicy, makeSession, storeSuite } from "./store-suite.js";
 
 /**
  * Runs a separate Node process that opens the store at `path`, appends
@@ -222,6 +222,61 @@ describe("SqliteStore: files, processes and crashes", () => {
       assert.deepEqual(
         indexes.map((index) => index.name).filter((name) => !name.startsWith("sqlite_autoindex")),
         ["api_keys_by_hash", "api_keys_by_time"],
+      );
+    }));
+
+  test("a file written by schema version 5 opens with its records, and gains approvals and policies", () =>
+    inTempDir(async (dir) => {
+      // Version 6 added approvals and REST-set policies: a store kept from before must
+      // upgrade in place, keeping its sessions, audit log and API keys, and take both from then on.
+      const path = join(dir, "gatehouse.db");
+      const first = await SqliteStore.open({ path });
+      const session = makeSession();
+      const entry = makeAudit(session.createdAt);
+      const key = makeApiKey(session.createdAt);
+      await first.insertSession(session);
+      await first.appendAudit(entry);
+      await first.insertApiKey(key);
+      await first.close();
+      // The same file as version 5 left it: no approvals or policies tables, nor their indexes.
+      const raw = new Database(path);
+      raw.exec("DROP TABLE approvals; DROP TABLE policies; PRAGMA user_version = 5;");
+      raw.close();
+
+      const store = await SqliteStore.open({ path });
+      try {
+        assert.deepEqual(await store.getSession(session.id), session);
+        assert.deepEqual((await store.listAudit({ limit: 10 })).items, [entry]);
+        assert.deepEqual(await store.findApiKeyByHash(key.keyHash), key);
+        const approval = makeApproval(session.createdAt, { sessionId: session.id });
+        assert.deepEqual(await store.insertApproval(approval), approval);
+        const decision = {
+          status: "denied",
+          decidedAt: session.createdAt + 1,
+          decidedBy: key.id,
+          reason: "not in this pipeline",
+        } as const;
+        assert.deepEqual(await store.decideApproval(approval.id, decision), { ...approval, ...decision });
+        assert.deepEqual((await store.listApprovals({ status: "denied", limit: 10 })).items, [
+          { ...approval, ...decision },
+        ]);
+        const policy = makePolicy("ci-default");
+        await store.putPolicy(policy);
+        assert.deepEqual(await store.listPolicies(), [policy]);
+      } finally {
+        await store.close();
+      }
+      assert.equal(userVersion(path), SCHEMA_VERSION);
+      const check = new Database(path);
+      const indexes = check
+        .prepare(
+          "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'approvals' ORDER BY name",
+        )
+        .all([]) as Array<{ name: string }>;
+      check.close();
+      assert.deepEqual(
+        indexes.map((index) => index.name).filter((name) => !name.startsWith("sqlite_autoindex")),
+        ["approvals_by_status", "approvals_by_time", "approvals_pending_by_expiry"],
       );
     }));
 

@@ -212,6 +212,7 @@ async function linkReplica(
   const server = createAgentLinkServer({
     store: gh.cp.store,
     sessions: gh.cp.sessions,
+    approvals: gh.cp.approvals,
     registry: gh.cp.agents,
     agentConfig: (served) => buildAgentConfig({ connections, keys, store: gh.cp.store }, served, Date.now()),
     controlPlaneId: name,
@@ -584,6 +585,7 @@ describe("AgentLink", () => {
     const server = createAgentLinkServer({
       store: gh.cp.store,
       sessions: gh.cp.sessions,
+      approvals: gh.cp.approvals,
       registry: gh.cp.agents,
       agentConfig: async (served) => {
         const config = await buildAgentConfig({ connections, keys, store: gh.cp.store }, served, Date.now());
@@ -862,11 +864,11 @@ describe("AgentLink", () => {
         try {
           const session = await gh.openSession();
           const x = randomUUID();
-          // Field 16 of SessionEvent, length-delimited: a payload added after this version.
-          const newer = Buffer.concat([encoded(session.id, x, 1, {}), Buffer.from([0x82, 0x01, 3, 1, 2, 3])]);
+          // Field 17 of SessionEvent, length-delimited: a payload added after this version.
+          const newer = Buffer.concat([encoded(session.id, x, 1, {}), Buffer.from([0x8a, 0x01, 3, 1, 2, 3])]);
           const alone = Buffer.concat([
             encoded(session.id, randomUUID(), 0, {}),
-            Buffer.from([0x82, 0x01, 0]),
+            Buffer.from([0x8a, 0x01, 0]),
           ]);
           spool.write(
             encoded(session.id, x, 0, {

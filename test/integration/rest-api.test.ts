@@ -537,6 +537,7 @@ describe("REST API", { timeout }, () => {
         assert.ok(x);
         assert.deepEqual(Object.keys(x).sort(), [
           "decision",
+          "decisions",
           "endedAt",
           "error",
           "id",
@@ -555,6 +556,7 @@ describe("REST API", { timeout }, () => {
         assert.equal(x.path, "/v1/messages");
         assert.equal(x.status, 200);
         assert.equal(x.decision, "allow");
+        assert.deepEqual(x.decisions, []);
         // No secret in these replies: the masking summary is there, and empty.
         assert.deepEqual(x.masked, {});
         assert.ok(Date.parse(x.startedAt) <= Date.parse(x.endedAt ?? ""));

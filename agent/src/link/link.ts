@@ -26,6 +26,7 @@
 import type {
   AgentConfig__Output,
   AgentMessage,
+  ApprovalDecision__Output,
   ControlMessage__Output,
   AgentLinkClient as GrpcAgentLinkClient,
   Hello,
@@ -145,6 +146,8 @@ export interface LinkOptions {
   lingerMs?: number;
   onConfig: (config: AgentConfig__Output) => void;
   onRevocation: (sessions: RevokedSession__Output[]) => void;
+  /** The decision on an approval this agent asked for (see {@link AgentLinkClient.sendNow}). */
+  onApprovalDecision?: (decision: ApprovalDecision__Output) => void;
   /** The control plane refused this agent: its token (revoked, or never valid), or the connections it asked for. */
   onRefused: (reason: string) => void;
 }
@@ -168,7 +171,8 @@ export class AgentLinkClient {
   private pumpAgain = false;
   private readonly stateListeners = new Set<(state: LinkState) => void>();
   private drainWaiters: Array<() => void> = [];
-  private readonly opts: Required<Omit<LinkOptions, "tls">> & Pick<LinkOptions, "tls">;
+  private readonly opts: Required<Omit<LinkOptions, "tls" | "onApprovalDecision">> &
+    Pick<LinkOptions, "tls" | "onApprovalDecision">;
 
   constructor(options: LinkOptions) {
     this.opts = {
@@ -205,6 +209,17 @@ export class AgentLinkClient {
         }
       });
     });
+  }
+
+  /**
+   * Sends a message that needs no spool (an approval request or cancel) on the
+   * live stream. False when the link is not ready: nothing was sent.
+   */
+  sendNow(message: AgentMessage): boolean {
+    const call = this.call;
+    if (this.state_ !== "ready" || call === null) return false;
+    call.write(message);
+    return true;
   }
 
   /**
@@ -321,6 +336,9 @@ export class AgentLinkClient {
         return;
       case "ack":
         if (message.ack) this.acknowledged(message.ack.upToSeq);
+        return;
+      case "approvalDecision":
+        if (message.approvalDecision) this.opts.onApprovalDecision?.(message.approvalDecision);
         return;
       default:
         return;

@@ -43,20 +43,31 @@ export interface ForwardRequest {
 }
 
 /**
- * Rewrites a response before the client and the record see it (secret masking). One per exchange.
+ * Rewrites a response before the client and the record see it (secret masking, tool calls held
+ * for policy). One per exchange. A method may answer with a promise (a tool call waiting for an
+ * approval): the relay then waits, reading no more from upstream, and a rejection with a
+ * GatehouseError ends the exchange with that error.
  */
 export interface ResponseRewriter {
   /** The blocks to relay in place of one upstream event-stream block, in order. */
-  event(block: SseBlock): SseBlock[];
+  event(block: SseBlock): SseBlock[] | Promise<SseBlock[]>;
   /** The blocks to relay once the upstream event stream has ended (what is still held back). */
-  endOfEvents(): SseBlock[];
+  endOfEvents(): SseBlock[] | Promise<SseBlock[]>;
   /**
    * Whether a non-streamed body of this content type is rewritten whole; such a body is
    * buffered, up to `maxSseEventBytes`, and sent without its upstream `content-length`.
    */
   rewritesBody(contentType: string): boolean;
-  body(body: Buffer): Buffer;
+  body(body: Buffer): Buffer | Promise<Buffer>;
 }
+
+/** Gatehouse's own refusals (policy, approvals) made after the request went upstream. */
+const REFUSALS = new Set([
+  "GATE_POLICY_DENIED",
+  "GATE_APPROVAL_DENIED",
+  "GATE_APPROVAL_EXPIRED",
+  "GATE_APPROVAL_UNAVAILABLE",
+]);
 
 type ErrorOutcome = "OUTCOME_REFUSED" | "OUTCOME_FAILED";
 
@@ -210,11 +221,14 @@ export async function forward(
     // A rewritten body has a length of its own; without the header the response is chunked.
     if (wholeBody) delete headers["content-length"];
     recorder.responseHead(status, recordable(headers));
-    res.writeHead(status, headers);
     const chunks = upstreamChunks(response.body, up);
-    if (streamed) await relayEvents(chunks, res, recorder, up.maxSseEventBytes, stopped, rewrite);
-    else if (wholeBody && rewrite) await relayRewrittenBody(chunks, res, recorder, up, rewrite);
-    else await relayBody(chunks, res, recorder, stopped);
+    // A body rewritten whole is sent only once it is rewritten: until then it may still be refused.
+    if (wholeBody && rewrite) await relayRewrittenBody(chunks, res, recorder, up, rewrite, status, headers);
+    else {
+      res.writeHead(status, headers);
+      if (streamed) await relayEvents(chunks, res, recorder, up.maxSseEventBytes, stopped, rewrite);
+      else await relayBody(chunks, res, recorder, stopped);
+    }
     res.end();
     recorder.end({ outcome: "OUTCOME_COMPLETED", status });
   } catch (error) {
@@ -228,7 +242,14 @@ export async function forward(
         cause: error,
       });
     }
-    refuse(res, recorder, presenter, err, "OUTCOME_FAILED", streamed);
+    refuse(
+      res,
+      recorder,
+      presenter,
+      err,
+      REFUSALS.has(err.code) ? "OUTCOME_REFUSED" : "OUTCOME_FAILED",
+      streamed,
+    );
   } finally {
     // An upstream response not read to its end holds a pooled connection until it is destroyed.
     // undici then emits its RequestAbortedError, which is this very abort: nothing to report.
@@ -271,6 +292,8 @@ async function relayRewrittenBody(
   recorder: ExchangeRecorder,
   up: ForwardRequest,
   rewrite: ResponseRewriter,
+  status: number,
+  headers: Record<string, string | string[]>,
 ): Promise<void> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -285,7 +308,9 @@ async function relayRewrittenBody(
     }
     chunks.push(chunk);
   }
-  const rewritten = rewrite.body(Buffer.concat(chunks, size));
+  const rewritten = await rewrite.body(Buffer.concat(chunks, size));
+  if (up.stopped.aborted) throw up.stopped.reason;
+  res.writeHead(status, headers);
   recorder.responseBody(rewritten);
   if (!res.write(rewritten)) await drained(res, up.stopped);
 }
@@ -299,20 +324,16 @@ async function relayEvents(
   rewrite: ResponseRewriter | undefined,
 ): Promise<void> {
   const parser = new SseParser({ maxBlockBytes: maxEventBytes });
-  const send = (blocks: SseBlock[], rewritten: boolean) => {
+  const send = (blocks: readonly SseBlock[]) => {
     // Several events in one chunk leave in one write.
     res.cork();
     try {
-      for (const upstream of blocks) {
-        for (const block of rewrite && !rewritten && upstream.hasData
-          ? rewrite.event(upstream)
-          : [upstream]) {
-          // Recorded before it is sent: when recording fails, the client never sees an event
-          // the record lacks. Every block the client gets counts, events or not (comments, keep-alives).
-          if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
-          else recorder.sentBytes(block.raw.length);
-          res.write(block.raw);
-        }
+      for (const block of blocks) {
+        // Recorded before it is sent: when recording fails, the client never sees an event
+        // the record lacks. Every block the client gets counts, events or not (comments, keep-alives).
+        if (block.hasData) recorder.sse(block.event, block.data, block.raw.length);
+        else recorder.sentBytes(block.raw.length);
+        res.write(block.raw);
       }
     } finally {
       res.uncork();
@@ -321,11 +342,25 @@ async function relayEvents(
   for await (const chunk of body) {
     const blocks = parser.push(chunk);
     if (blocks.length === 0) continue;
-    send(blocks, false);
+    if (!rewrite) send(blocks);
+    else {
+      let out: SseBlock[] = [];
+      for (const block of blocks) {
+        const result = block.hasData ? rewrite.event(block) : [block];
+        if (Array.isArray(result)) {
+          out.push(...result);
+          continue;
+        }
+        // The rewriter waits (a held tool call): what came before goes out first, whatever follows.
+        send(out);
+        out = await result;
+      }
+      send(out);
+    }
     if (res.writableNeedDrain) await drained(res, signal);
   }
   // A stream that ended without closing its blocks still gets what was held back, masked.
-  if (rewrite) send(rewrite.endOfEvents(), true);
+  if (rewrite) send(await rewrite.endOfEvents());
   const rest = parser.end();
   if (rest.length > 0) {
     recorder.responseBody(rest);

@@ -5,7 +5,7 @@
  */
 
 import { randomUUID } from "node:crypto";
-import type { Header, Outcome, SessionEvent } from "@gatehouse/proto";
+import type { Header, Outcome, PolicyDecision, SessionEvent } from "@gatehouse/proto";
 
 /** Largest body slice in one event. */
 export const MAX_CHUNK_BYTES = 256 * 1024;
@@ -96,6 +96,11 @@ export class ExchangeRecorder {
   sse(event: string, data: string, bytes: number): void {
     this.responseBytes += bytes;
     this.emit({ sse: { event, data } });
+  }
+
+  /** A policy rule matched, or an approval it asked for was answered. */
+  decision(decision: PolicyDecision): void {
+    this.emit({ decision });
   }
 
   /** Notes that `count` secrets of `type` were masked in the response. */

@@ -7,10 +7,12 @@ import type { Connection__Output } from "@gatehouse/proto";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { ApprovalDesk } from "../approvals/desk.js";
 import type { ProxyConfig } from "../config.js";
 import type { Credentials } from "../credentials/source.js";
 import type { Masker } from "../masking/masker.js";
 import type { AgentMetrics } from "../metrics.js";
+import type { PolicySet } from "../policy/policy.js";
 import type { TokenVerifier } from "../tokens/verifier.js";
 import { anthropicErrors, handleAnthropic } from "./anthropic/handler.js";
 import { refuse } from "./forward.js";
@@ -28,6 +30,10 @@ export interface ProxyContext {
   logger: Logger;
   /** The masker for responses: built-in detectors and the patterns of the last configuration pushed. */
   masker: () => Masker;
+  /** The policies of the last configuration pushed. */
+  policies: () => PolicySet;
+  /** Where held requests and tool calls ask for approval. */
+  approvals: ApprovalDesk;
 }
 
 export interface ProxyServerOptions extends ProxyContext {

@@ -1,7 +1,8 @@
-/** What the control plane pushes to an agent: connections, token keys, revocations, masking patterns. */
-import type { AgentConfig, Connection, MaskingPattern } from "@gatehouse/proto";
+/** What the control plane pushes to an agent: connections, token keys, revocations, masking patterns, policies. */
+import type { AgentConfig, Connection, MaskingPattern, Policy } from "@gatehouse/proto";
 import type { ConnectionConfig, MaskingPatternConfig } from "../config.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
+import type { PolicyConfig } from "../policy/schema.js";
 import type { Store } from "../store/types.js";
 
 const DEFAULT_SCHEME: Record<ConnectionConfig["type"], string> = { anthropic: "x-api-key" };
@@ -25,12 +26,38 @@ function toMaskingPattern(p: MaskingPatternConfig): MaskingPattern {
   return { name: p.name, pattern: p.pattern, maxLength: p.maxLength ?? 0 };
 }
 
+function toPolicy(p: PolicyConfig): Policy {
+  return {
+    name: p.name,
+    connections: p.connections ?? [],
+    rules: p.rules.map((r) => ({
+      name: r.name,
+      when: r.when,
+      action: r.action,
+      message: r.message ?? "",
+      // Unset fields go as "" (0 for the number): not matched on.
+      match: {
+        text: r.match.text ?? "",
+        system: r.match.system ?? "",
+        model: r.match.model ?? "",
+        tool: r.match.tool ?? "",
+        toolInput: r.match.toolInput ?? "",
+        toolResult: r.match.toolResult ?? "",
+        maxTokensAbove: r.match.maxTokensAbove ?? 0,
+      },
+    })),
+  };
+}
+
 /** The configuration for an agent serving `served` (empty: every connection). */
 export async function buildAgentConfig(
   deps: {
     connections: readonly ConnectionConfig[];
     /** Every agent masks these, whichever connections it serves. */
     maskingPatterns?: readonly MaskingPatternConfig[];
+    /** In evaluation order; every agent gets them all and applies those of the connections it serves. */
+    policies?: readonly PolicyConfig[];
+    approvalTimeoutSeconds?: number;
     keys: SigningKeys;
     store: Pick<Store, "listRevokedSessions">;
   },
@@ -45,5 +72,7 @@ export async function buildAgentConfig(
     tokenKeys: deps.keys.publicJwks.map((jwk) => ({ kid: String(jwk.kid), jwkJson: JSON.stringify(jwk) })),
     revoked: revoked.map((r) => ({ sessionId: r.id, expiresAtUnixMs: r.expiresAt })),
     maskingPatterns: (deps.maskingPatterns ?? []).map(toMaskingPattern),
+    policies: (deps.policies ?? []).map(toPolicy),
+    approvalTimeoutSeconds: deps.approvalTimeoutSeconds ?? 0,
   };
 }

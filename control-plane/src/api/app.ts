@@ -10,11 +10,13 @@ import Koa, { type Context } from "koa";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { AgentAccounts } from "../agents/accounts.js";
+import type { Approvals } from "../approvals/service.js";
 import type { AuditLog } from "../audit/log.js";
 import type { ApiKeys, Principal } from "../identity/api-keys.js";
 import type { RunnerGrant, RunnerIdentities, VerifiedRunnerToken } from "../identity/runner-identity.js";
 import type { SigningKeys } from "../identity/signing-keys.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
+import type { Policies } from "../policy/policies.js";
 import type { SessionFeed } from "../sessions/feed.js";
 import { type SessionService, sessionStatus } from "../sessions/service.js";
 import { sessionSummary, sessionView } from "../sessions/view.js";
@@ -22,6 +24,7 @@ import type { AgentRecord, ApiKeyRecord, StoredEvent } from "../store/types.js";
 import { iso, isoOrNull } from "../time.js";
 import { bearerOf, looksLikeJwt, principalWithRole, requireRole } from "./auth.js";
 import { errorMiddleware } from "./errors.js";
+import { addGuardrailRoutes } from "./guardrails.js";
 import { addSignInRoutes, type SignInRouteDeps } from "./login.js";
 import { openApiDocument } from "./openapi.js";
 import {
@@ -42,6 +45,8 @@ export interface ApiDeps {
   keys: SigningKeys;
   apiKeys: ApiKeys;
   runners: RunnerIdentities;
+  policies: Policies;
+  approvals: Approvals;
   /** People's sign-in through OIDC; undefined when `identity.admin` is not configured. */
   signIn?: SignInRouteDeps | undefined;
   feed: SessionFeed;
@@ -304,6 +309,16 @@ export function createApi(deps: ApiDeps): Koa {
   });
 
   addSignInRoutes(router, deps.signIn);
+  addGuardrailRoutes(router, {
+    policies: deps.policies,
+    approvals: deps.approvals,
+    roles: {
+      admin,
+      reader: anyReader,
+      approvalReader: sessionReader,
+      approver: requireRole(apiKeys, "approver"),
+    },
+  });
 
   router.get("/v1/audit", anyReader, async (ctx) => {
     const q = parse(listAuditQuery, ctx.query, "query");

@@ -3,7 +3,8 @@
  * Request bodies come from the same zod schemas the routes validate with.
  */
 import { z } from "zod";
-import { createAgentBody, createApiKeyBody, openSessionBody } from "./schemas.js";
+import { policyBody } from "../policy/schema.js";
+import { createAgentBody, createApiKeyBody, decideApprovalBody, openSessionBody } from "./schemas.js";
 
 const errorSchema = {
   type: "object",
@@ -59,7 +60,43 @@ const exchange = {
     outcome: { enum: ["completed", "cancelled", "failed", "refused", null] },
     startedAt: { type: "string", format: "date-time" },
     endedAt: { type: ["string", "null"], format: "date-time" },
-    decision: { type: "string" },
+    decision: {
+      enum: ["allow", "flag", "pending", "approved", "deny"],
+      description:
+        "What the policies made of it: deny (a rule denied it, or its approval was denied, expired, cancelled or could not be asked for), pending, approved, flag (flagged only), allow",
+    },
+    decisions: {
+      type: "array",
+      description:
+        "Every rule that matched and every approval outcome, in order; names only, never the matched text",
+      items: {
+        type: "object",
+        properties: {
+          at: { type: "string", format: "date-time" },
+          policy: { type: "string" },
+          rule: { type: "string" },
+          action: { enum: ["allow", "deny", "require_approval", "flag"] },
+          stage: { enum: ["request", "response"] },
+          message: { type: "string" },
+          matched: { type: "array", items: { type: "string" }, examples: [["tool", "toolInput"]] },
+          approval: {
+            type: ["object", "null"],
+            properties: {
+              id: { type: "string" },
+              status: { enum: ["pending", "approved", "denied", "expired", "cancelled", "unavailable"] },
+              decidedBy: { type: "string" },
+              reason: { type: "string" },
+            },
+          },
+          toolCall: {
+            type: ["object", "null"],
+            description:
+              "Response rules: the tool call judged; `input` as the client would have received it (masked)",
+            properties: { id: { type: "string" }, name: { type: "string" }, input: { type: "string" } },
+          },
+        },
+      },
+    },
     error: { type: ["object", "null"] },
     masked: {
       type: ["object", "null"],
@@ -117,6 +154,69 @@ const apiKey = {
   },
 };
 
+const approval = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    status: { enum: ["pending", "approved", "denied", "expired", "cancelled"] },
+    sessionId: { type: "string" },
+    exchangeId: { type: "string" },
+    connection: { type: "string" },
+    requester: {
+      type: "object",
+      description: "Who opened the session",
+      properties: { kind: { enum: ["api-key", "oidc"] }, id: { type: "string" } },
+    },
+    policy: { type: "string" },
+    rule: { type: "string" },
+    stage: {
+      enum: ["request", "response"],
+      description: "request: held before upstream; response: a tool call held before the client gets it",
+    },
+    message: { type: "string", description: "The rule's message" },
+    preview: { type: "string", description: "What is held, masked, at most 4 KiB" },
+    matched: { type: "array", items: { type: "string" } },
+    createdAt: { type: "string", format: "date-time" },
+    expiresAt: { type: "string", format: "date-time" },
+    decidedAt: { type: ["string", "null"], format: "date-time" },
+    decidedBy: { type: ["string", "null"] },
+    reason: { type: ["string", "null"] },
+  },
+};
+
+const policy = {
+  allOf: [
+    z.toJSONSchema(policyBody),
+    {
+      type: "object",
+      properties: {
+        name: { type: "string" },
+        source: { enum: ["config", "api"], description: "config: from the config file (read-only here)" },
+        updatedAt: { type: "string", format: "date-time" },
+        updatedBy: { type: "string" },
+      },
+    },
+  ],
+};
+
+const conflict = {
+  "409": { description: "Conflicts with what is there; the message says what", ...json(errorSchema) },
+};
+const approvalPath = {
+  name: "id",
+  in: "path",
+  required: true,
+  schema: { type: "string" },
+  description: "Approval id",
+};
+const policyPath = {
+  name: "name",
+  in: "path",
+  required: true,
+  schema: { type: "string" },
+  description: "Policy name",
+};
+
 let document: object | undefined;
 
 export function openApiDocument(): object {
@@ -139,7 +239,14 @@ export function openApiDocument(): object {
           description: "The session's own token (closes that session)",
         },
       },
-      schemas: { Error: errorSchema, SessionSummary: sessionSummary, Exchange: exchange, ApiKey: apiKey },
+      schemas: {
+        Error: errorSchema,
+        SessionSummary: sessionSummary,
+        Exchange: exchange,
+        ApiKey: apiKey,
+        Approval: approval,
+        Policy: policy,
+      },
     },
     paths: {
       "/v1/sessions": {
@@ -391,7 +498,7 @@ export function openApiDocument(): object {
       "/v1/audit": {
         get: {
           summary:
-            "The audit log, newest first: who changed what (agent accounts, API keys, sign-ins, session closes, retention purges, key rotations)",
+            "The audit log, newest first: who changed what (agent accounts, API keys, sign-ins, session closes, retention purges, key rotations, policies, approvals)",
           security: bearer,
           parameters: pageParameters,
           responses: {
@@ -418,7 +525,14 @@ export function openApiDocument(): object {
                             "agent.revoke",
                             "api-key.create",
                             "api-key.revoke",
+                            "approval.request",
+                            "approval.approve",
+                            "approval.deny",
+                            "approval.expire",
+                            "approval.cancel",
                             "auth.login",
+                            "policy.set",
+                            "policy.delete",
                             "session.close",
                             "sessions.purge",
                             "signing.rotate",
@@ -434,6 +548,108 @@ export function openApiDocument(): object {
               }),
             },
             ...errors,
+          },
+        },
+      },
+      "/v1/policies": {
+        get: {
+          summary: "The policies agents evaluate, in order: the config file's, then those set over REST",
+          security: bearer,
+          responses: {
+            "200": {
+              description: "Every policy",
+              ...json({
+                type: "object",
+                properties: { items: { type: "array", items: { $ref: "#/components/schemas/Policy" } } },
+              }),
+            },
+            ...errors,
+          },
+        },
+      },
+      "/v1/policies/{name}": {
+        put: {
+          summary: "Create or replace a policy (admin); pushed to every linked agent at once",
+          security: bearer,
+          parameters: [policyPath],
+          requestBody: { required: true, ...json(z.toJSONSchema(policyBody)) },
+          responses: {
+            "200": { description: "Set", ...json({ $ref: "#/components/schemas/Policy" }) },
+            ...errors,
+            ...conflict,
+          },
+        },
+        delete: {
+          summary: "Remove a policy set over REST (admin)",
+          security: bearer,
+          parameters: [policyPath],
+          responses: { "204": { description: "Removed" }, ...errors, ...notFound("policy"), ...conflict },
+        },
+      },
+      "/v1/approvals": {
+        get: {
+          summary: "Approvals, newest first (approver, admin, auditor)",
+          security: bearer,
+          parameters: [
+            {
+              name: "status",
+              in: "query",
+              schema: { enum: ["pending", "approved", "denied", "expired", "cancelled"] },
+            },
+            ...pageParameters,
+          ],
+          responses: {
+            "200": {
+              description: "A page of approvals",
+              ...json({
+                type: "object",
+                properties: {
+                  items: { type: "array", items: { $ref: "#/components/schemas/Approval" } },
+                  nextCursor: { type: ["string", "null"] },
+                },
+              }),
+            },
+            ...errors,
+          },
+        },
+      },
+      "/v1/approvals/{id}": {
+        get: {
+          summary: "One approval, with what it holds",
+          security: bearer,
+          parameters: [approvalPath],
+          responses: {
+            "200": { description: "The approval", ...json({ $ref: "#/components/schemas/Approval" }) },
+            ...errors,
+            ...notFound("approval"),
+          },
+        },
+      },
+      "/v1/approvals/{id}/approve": {
+        post: {
+          summary: "Let the held request or tool call go on (approver role; not the requester)",
+          security: bearer,
+          parameters: [approvalPath],
+          requestBody: { required: true, ...json(z.toJSONSchema(decideApprovalBody)) },
+          responses: {
+            "200": { description: "Approved", ...json({ $ref: "#/components/schemas/Approval" }) },
+            ...errors,
+            ...notFound("approval"),
+            ...conflict,
+          },
+        },
+      },
+      "/v1/approvals/{id}/deny": {
+        post: {
+          summary: "Refuse the held request or tool call; the client is told the reason (approver role)",
+          security: bearer,
+          parameters: [approvalPath],
+          requestBody: { required: true, ...json(z.toJSONSchema(decideApprovalBody)) },
+          responses: {
+            "200": { description: "Denied", ...json({ $ref: "#/components/schemas/Approval" }) },
+            ...errors,
+            ...notFound("approval"),
+            ...conflict,
           },
         },
       },

@@ -78,3 +78,18 @@ export function parse<S extends z.ZodType>(schema: S, input: unknown, what: stri
   const problems = result.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
   throw new GatehouseError("GATE_INVALID_REQUEST", `invalid ${what}: ${problems}`);
 }
+
+export const listApprovalsQuery = z.strictObject({
+  status: z.enum(["pending", "approved", "denied", "expired", "cancelled"]).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().optional(),
+});
+
+export const decideApprovalBody = z.strictObject({
+  reason: z
+    .string()
+    .trim()
+    .min(1, "say why: the reason is recorded with the decision and told to the requester")
+    .max(1000)
+    .describe("Why: recorded in the session and the audit log, and told to the client on deny."),
+});

@@ -1,7 +1,7 @@
 /**
  * The audit log: every administrative change (agent accounts and API keys
  * made and revoked, sign-ins, sessions closed, records purged, signing keys
- * rotated) is served at
+ * rotated, policies set, approvals asked for and decided) is served at
  * `GET /v1/audit`. An entry is written before its change is made, so no change
  * is ever unaudited: if the entry cannot be written the change is not made,
  * and a change that fails after its entry leaves an entry for the attempt,
@@ -17,7 +17,14 @@ export type AuditAction =
   | "agent.revoke"
   | "api-key.create"
   | "api-key.revoke"
+  | "approval.request"
+  | "approval.approve"
+  | "approval.deny"
+  | "approval.expire"
+  | "approval.cancel"
   | "auth.login"
+  | "policy.set"
+  | "policy.delete"
   | "session.close"
   | "sessions.purge"
   | "signing.rotate";

@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { AgentRegistry } from "../agents/registry.js";
 import { describeScope, inScope, outsideScope, servedConnections } from "../agents/scope.js";
+import type { ApprovalLink, Approvals } from "../approvals/service.js";
 import { hashToken } from "../identity/tokens.js";
 import type { ControlPlaneMetrics } from "../metrics.js";
 import type { SessionService } from "../sessions/service.js";
@@ -49,6 +50,7 @@ const SESSION_CACHE_SIZE = 4096;
 export interface AgentLinkDeps {
   store: Pick<Store, "findAgentByTokenHash" | "touchAgent" | "getSession">;
   sessions: Pick<SessionService, "ingest">;
+  approvals: Pick<Approvals, "ask" | "cancel" | "forget">;
   registry: AgentRegistry;
   agentConfig: (served: readonly string[]) => Promise<AgentConfig>;
   controlPlaneId: string;
@@ -171,6 +173,13 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
   }
   const served = servedConnections(agent.connections, hello.connections);
   const log = deps.logger.child({ agentId: hello.agentId, agent: agent.name });
+  const approvalLink: ApprovalLink = {
+    accountId: agent.id,
+    connections: agent.connections,
+    send: (approvalDecision) => {
+      if (!call.cancelled && call.writable) call.write({ approvalDecision });
+    },
+  };
 
   // The agent is registered before its configuration is read, so a session closed
   // meanwhile is either in the welcome's revocation list or in a broadcast it receives.
@@ -225,7 +234,7 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     await deps.store.touchAgent(agent.id, deps.now());
     const sessions = new Map<string, string>();
     for (let group: AgentMessage__Output[] | null = carried; group !== null; group = await inbox.take()) {
-      await handleMessages(deps, call, agent, group, sessions, log, end);
+      await handleMessages(deps, call, agent, group, sessions, log, end, approvalLink);
     }
   } catch (error) {
     // The agent going away mid-stream is routine; it reconnects and resends.
@@ -238,6 +247,7 @@ async function serveLink(deps: AgentLinkDeps, call: LinkCall): Promise<void> {
     throw error;
   } finally {
     unregister();
+    deps.approvals.forget(approvalLink);
     log.info("agent disconnected");
   }
   if (!call.cancelled) call.end();
@@ -255,6 +265,7 @@ async function handleMessages(
   sessions: Map<string, string>,
   log: Logger,
   end: (code: grpc.status, reason: string) => void,
+  approvalLink: ApprovalLink,
 ): Promise<void> {
   const events: NewEvent[] = [];
   let ackUpTo = -1;
@@ -277,6 +288,12 @@ async function handleMessages(
       }
       case "heartbeat":
         heartbeat = true;
+        break;
+      case "approvalRequest":
+        if (message.approvalRequest) await deps.approvals.ask(approvalLink, message.approvalRequest);
+        break;
+      case "approvalCancel":
+        if (message.approvalCancel) await deps.approvals.cancel(approvalLink, message.approvalCancel.id);
         break;
       case "hello":
         throw new GatehouseError("GATE_INVALID_REQUEST", "hello may be sent only once per link");

@@ -83,6 +83,30 @@ export function toNewEvent(e: SessionEvent__Output, raw: Uint8Array, where: stri
         body: null,
       };
     }
+    case "decision": {
+      const d = e.decision;
+      if (!d) break;
+      return {
+        ...base,
+        kind: "policy.decision",
+        attrs: {
+          policy: d.policy,
+          rule: d.rule,
+          action: d.action,
+          stage: d.stage,
+          message: d.message,
+          matched: [...d.matched],
+          approvalId: d.approvalId,
+          approvalStatus: d.approvalStatus,
+          decidedBy: d.decidedBy,
+          reason: d.reason,
+          toolUseId: d.toolUseId,
+          toolName: d.toolName,
+          preview: d.preview,
+        },
+        body: null,
+      };
+    }
     default:
       break;
   }

@@ -19,8 +19,14 @@ export interface ExchangeView {
   outcome: string | null;
   startedAt: string;
   endedAt: string | null;
-  /** Policy decision; every request is allowed until policies exist. */
-  decision: string;
+  /**
+   * What the policies made of it: `deny` (a rule denied it, or its approval was denied,
+   * expired, cancelled or could not be asked for), `pending` (an approval is awaited),
+   * `approved`, `flag` (flagged only), or `allow` (nothing matched, or an allow rule).
+   */
+  decision: "allow" | "flag" | "pending" | "approved" | "deny";
+  /** Every rule that matched and every approval outcome, in order (`decisions` events). */
+  decisions: PolicyDecisionView[];
   error: { code: string; message: string } | null;
   /** Secrets masked in the response, per type (counts, never values); null while in progress. */
   masked: Record<string, number> | null;
@@ -36,6 +42,63 @@ export interface ExchangeView {
     /** An error event the stream carried. */
     streamError?: { type: string; message: string } | null;
   } | null;
+}
+
+/** A `policy.decision` event as recorded: names and outcomes, never the matched text. */
+export interface PolicyDecisionView {
+  at: string;
+  policy: string;
+  rule: string;
+  action: string;
+  stage: string;
+  message: string;
+  matched: string[];
+  approval: { id: string; status: string; decidedBy: string; reason: string } | null;
+  /** Response rules: the tool call judged, as the client would have received it. */
+  toolCall: { id: string; name: string; input: string } | null;
+}
+
+const FAILED_APPROVAL = new Set(["denied", "expired", "cancelled", "unavailable"]);
+
+function decisionView(e: StoredEvent): PolicyDecisionView {
+  const a = e.attrs;
+  const text = (key: string) => String(a[key] ?? "");
+  return {
+    at: isoMicros(e.at),
+    policy: text("policy"),
+    rule: text("rule"),
+    action: text("action"),
+    stage: text("stage"),
+    message: text("message"),
+    matched: Array.isArray(a.matched) ? a.matched.map(String) : [],
+    approval: text("approvalId")
+      ? {
+          id: text("approvalId"),
+          status: text("approvalStatus"),
+          decidedBy: text("decidedBy"),
+          reason: text("reason"),
+        }
+      : null,
+    toolCall:
+      text("toolUseId") || text("toolName")
+        ? { id: text("toolUseId"), name: text("toolName"), input: text("preview") }
+        : null,
+  };
+}
+
+/** The exchange's overall decision from its decision events; see {@link ExchangeView.decision}. */
+function overallDecision(decisions: readonly PolicyDecisionView[]): ExchangeView["decision"] {
+  const approvals = new Map<string, string>();
+  for (const d of decisions) if (d.approval) approvals.set(d.approval.id, d.approval.status);
+  if (
+    decisions.some((d) => d.action === "deny") ||
+    [...approvals.values()].some((s) => FAILED_APPROVAL.has(s))
+  ) {
+    return "deny";
+  }
+  if ([...approvals.values()].some((s) => s === "pending")) return "pending";
+  if (approvals.size > 0) return "approved";
+  return decisions.some((d) => d.action === "flag") ? "flag" : "allow";
 }
 
 /**
@@ -129,6 +192,7 @@ interface ExchangeEvents {
   responseHead?: StoredEvent;
   responseBody: Uint8Array[];
   sse: Array<{ event: string; data: string }>;
+  decisions: PolicyDecisionView[];
   end?: StoredEvent;
 }
 
@@ -139,7 +203,7 @@ export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
     if (e.kind === "unrecognized") continue;
     let x = byExchange.get(e.exchangeId);
     if (!x) {
-      x = { requestBody: [], responseBody: [], sse: [] };
+      x = { requestBody: [], responseBody: [], sse: [], decisions: [] };
       byExchange.set(e.exchangeId, x);
     }
     switch (e.kind) {
@@ -157,6 +221,9 @@ export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
         break;
       case "response.sse":
         x.sse.push({ event: String(e.attrs.event ?? ""), data: String(e.attrs.data ?? "") });
+        break;
+      case "policy.decision":
+        x.decisions.push(decisionView(e));
         break;
       case "exchange.end":
         x.end = e;
@@ -192,7 +259,8 @@ export function exchangeViews(events: Iterable<StoredEvent>): ExchangeView[] {
       outcome: end ? String(end.outcome) : null,
       startedAt: isoMicros(x.head?.at ?? 0),
       endedAt: x.end ? isoMicros(x.end.at) : null,
-      decision: "allow",
+      decision: overallDecision(x.decisions),
+      decisions: x.decisions,
       error: errorCode ? { code: errorCode, message: String(end?.errorMessage ?? "") } : null,
       masked: end ? maskedCounts(end.masked) : null,
       request: { headers: headerObject(head.headers), body: renderBody(x.requestBody) },

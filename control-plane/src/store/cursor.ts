@@ -3,7 +3,7 @@ import type { Page } from "./types.js";
 
 /**
  * Where a newest-first listing stopped: the sort key of the last item it
- * returned (a session's or API key's `createdAt`, an audit entry's `at`, and
+ * returned (a session's, API key's or approval's `createdAt`, an audit entry's `at`, and
  * the id that breaks ties). Both stores use this one encoding, so a cursor
  * means the same whichever backend issued it.
  */
@@ -28,7 +28,7 @@ export function encodeKeysetCursor(cursor: KeysetCursor): string {
  */
 export function decodeKeysetCursor(
   text: string,
-  listing: "session list" | "audit log" | "API key list",
+  listing: "session list" | "audit log" | "API key list" | "approval list",
 ): KeysetCursor {
   let value: unknown;
   try {
@@ -89,7 +89,7 @@ export function keysetPage<T>(items: T[], limit: number, keyOf: (item: T) => Key
   };
 }
 
-/** The key sessions and API keys are listed by. */
+/** The key sessions, API keys and approvals are listed by. */
 export const sessionKey = (s: { createdAt: number; id: string }): KeysetCursor => ({
   time: s.createdAt,
   id: s.id,

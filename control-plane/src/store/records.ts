@@ -3,7 +3,7 @@
  * accepts the other accepts too, with the same message.
  */
 import { GatehouseError } from "@gatehouse/proto/errors";
-import type { ApiKeyRecord, AuditRecord, NewEvent } from "./types.js";
+import type { ApiKeyRecord, AuditRecord, NewEvent, StoredPolicyRecord } from "./types.js";
 
 /**
  * An event's attrs as the JSON text a store keeps. Both stores chain what they
@@ -17,6 +17,11 @@ export function eventAttrsJson(event: NewEvent): string {
 /** An audit entry's details as the JSON text a store keeps. */
 export function auditDetailsJson(entry: AuditRecord): string {
   return objectJson(entry.details, `the details of audit entry ${entry.id}`);
+}
+
+/** A stored policy's body as the JSON text a store keeps. */
+export function policyBodyJson(policy: StoredPolicyRecord): string {
+  return objectJson(policy.body, `the body of policy ${policy.name}`, "is");
 }
 
 /**
@@ -35,14 +40,18 @@ export function apiKeyClash(key: ApiKeyRecord, clashId: string | null): Gatehous
   );
 }
 
-function objectJson(value: Record<string, unknown> | undefined, what: string): string {
+function objectJson(
+  value: Record<string, unknown> | undefined,
+  what: string,
+  verb: "is" | "are" = "are",
+): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(value ?? {});
   } catch (cause) {
     throw new GatehouseError(
       "GATE_INVALID_REQUEST",
-      `${what} are not plain JSON (${cause instanceof Error ? cause.message : String(cause)}); send only JSON values`,
+      `${what} ${verb} not plain JSON (${cause instanceof Error ? cause.message : String(cause)}); send only JSON values`,
       { cause },
     );
   }

@@ -68,6 +68,8 @@ export type EventKind =
   | "response.body"
   | "response.sse"
   | "exchange.end"
+  /** A policy rule matched, or an approval it asked for was decided (attrs: the PolicyDecision). */
+  | "policy.decision"
   /**
    * An event whose payload this control plane does not know, from a newer
    * agent: kept (and chained) like any other so the record stays complete.
@@ -191,6 +193,71 @@ export interface AuditFilter {
   cursor?: string;
 }
 
+export type ApprovalStatus = "pending" | "approved" | "denied" | "expired" | "cancelled";
+
+/**
+ * A request, or a tool call in the model's answer, that an agent holds until a
+ * person decides (a `require_approval` rule matched). Made when the agent asks;
+ * decided once: a decided approval never changes again.
+ */
+export interface ApprovalRecord {
+  /** Made by the agent (a UUID); the agent resends it after a relink. */
+  id: string;
+  sessionId: string;
+  exchangeId: string;
+  connection: string;
+  /** The agent account whose agent asked. */
+  agentAccountId: string;
+  /** Who opened the session (a copy of the session's subject id and kind, for listing and the self-approval check). */
+  requester: { kind: Subject["kind"]; id: string };
+  policy: string;
+  rule: string;
+  stage: "request" | "response";
+  /** The rule's message. */
+  message: string;
+  /** What is held, masked by the agent, at most 4 KiB. */
+  preview: string;
+  /** The match fields that matched; names only. */
+  matched: string[];
+  status: ApprovalStatus;
+  createdAt: number;
+  /** After this instant a pending approval is expired. */
+  expiresAt: number;
+  decidedAt: number | null;
+  /** An API key id, `<issuer>#<sub>` of a person, `system` (expiry) or `agent` (cancelled by the agent). */
+  decidedBy: string | null;
+  reason: string | null;
+}
+
+export interface ApprovalFilter {
+  /** Only approvals in this status. */
+  status?: ApprovalStatus;
+  limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+/** How an approval was decided: only a pending approval takes it. */
+export interface ApprovalDecisionUpdate {
+  status: Exclude<ApprovalStatus, "pending">;
+  decidedAt: number;
+  decidedBy: string;
+  reason: string;
+}
+
+/**
+ * A policy set over REST (`PUT /v1/policies/{name}`). Policies from the config
+ * file are not stored: they are the file's.
+ */
+export interface StoredPolicyRecord {
+  name: string;
+  /** The policy as validated (connections, rules…), plain JSON. */
+  body: Record<string, unknown>;
+  updatedAt: number;
+  /** The actor that set it. */
+  updatedBy: string;
+}
+
 /** What one {@link Store.purgeClosedSessions} call removed. */
 export interface PurgeResult {
   sessions: number;
@@ -263,6 +330,36 @@ export interface Store {
    * later pages.
    */
   listAudit(filter: AuditFilter): Promise<Page<AuditRecord>>;
+
+  /**
+   * Stores a new pending approval. An id stored before is not stored again: the
+   * record already stored is returned as it is (the agent resends after a relink).
+   */
+  insertApproval(approval: ApprovalRecord): Promise<ApprovalRecord>;
+  getApproval(id: string): Promise<ApprovalRecord | null>;
+  /** Several at once (ids not stored are left out), in no particular order. */
+  getApprovals(ids: readonly string[]): Promise<ApprovalRecord[]>;
+  /** Newest first, by `(createdAt, id)` descending, paged by keyset like {@link Store.listSessions}. */
+  listApprovals(filter: ApprovalFilter): Promise<Page<ApprovalRecord>>;
+  /**
+   * Decides a pending approval, atomically: of two decisions racing (two
+   * approvers, or an approver and expiry), exactly one is taken. Resolves with
+   * the record afterwards (unchanged when it was not pending: the caller sees
+   * who decided first); null if unknown.
+   */
+  decideApproval(id: string, decision: ApprovalDecisionUpdate): Promise<ApprovalRecord | null>;
+  /**
+   * Marks every pending approval with `expiresAt <= now` expired (`decidedBy:
+   * "system"`, `reason` as given) and returns those it marked.
+   */
+  expireApprovals(now: number, reason: string): Promise<ApprovalRecord[]>;
+
+  /** Policies set over REST, by name ascending. */
+  listPolicies(): Promise<StoredPolicyRecord[]>;
+  /** Creates or replaces the policy of that name. */
+  putPolicy(policy: StoredPolicyRecord): Promise<void>;
+  /** Removes it; false when there was none. */
+  deletePolicy(name: string): Promise<boolean>;
 
   /**
    * Retention: deletes up to `limit` sessions closed before `closedBefore`

@@ -5,6 +5,9 @@ import type { Ack as _gatehouse_v1_Ack, Ack__Output as _gatehouse_v1_Ack__Output
 import type { AgentConfig as _gatehouse_v1_AgentConfig, AgentConfig__Output as _gatehouse_v1_AgentConfig__Output } from './gatehouse/v1/AgentConfig.js';
 import type { AgentLinkClient as _gatehouse_v1_AgentLinkClient, AgentLinkDefinition as _gatehouse_v1_AgentLinkDefinition } from './gatehouse/v1/AgentLink.js';
 import type { AgentMessage as _gatehouse_v1_AgentMessage, AgentMessage__Output as _gatehouse_v1_AgentMessage__Output } from './gatehouse/v1/AgentMessage.js';
+import type { ApprovalCancel as _gatehouse_v1_ApprovalCancel, ApprovalCancel__Output as _gatehouse_v1_ApprovalCancel__Output } from './gatehouse/v1/ApprovalCancel.js';
+import type { ApprovalDecision as _gatehouse_v1_ApprovalDecision, ApprovalDecision__Output as _gatehouse_v1_ApprovalDecision__Output } from './gatehouse/v1/ApprovalDecision.js';
+import type { ApprovalRequest as _gatehouse_v1_ApprovalRequest, ApprovalRequest__Output as _gatehouse_v1_ApprovalRequest__Output } from './gatehouse/v1/ApprovalRequest.js';
 import type { BodyChunk as _gatehouse_v1_BodyChunk, BodyChunk__Output as _gatehouse_v1_BodyChunk__Output } from './gatehouse/v1/BodyChunk.js';
 import type { Connection as _gatehouse_v1_Connection, Connection__Output as _gatehouse_v1_Connection__Output } from './gatehouse/v1/Connection.js';
 import type { ControlMessage as _gatehouse_v1_ControlMessage, ControlMessage__Output as _gatehouse_v1_ControlMessage__Output } from './gatehouse/v1/ControlMessage.js';
@@ -15,6 +18,10 @@ import type { Header as _gatehouse_v1_Header, Header__Output as _gatehouse_v1_He
 import type { Heartbeat as _gatehouse_v1_Heartbeat, Heartbeat__Output as _gatehouse_v1_Heartbeat__Output } from './gatehouse/v1/Heartbeat.js';
 import type { Hello as _gatehouse_v1_Hello, Hello__Output as _gatehouse_v1_Hello__Output } from './gatehouse/v1/Hello.js';
 import type { MaskingPattern as _gatehouse_v1_MaskingPattern, MaskingPattern__Output as _gatehouse_v1_MaskingPattern__Output } from './gatehouse/v1/MaskingPattern.js';
+import type { Policy as _gatehouse_v1_Policy, Policy__Output as _gatehouse_v1_Policy__Output } from './gatehouse/v1/Policy.js';
+import type { PolicyDecision as _gatehouse_v1_PolicyDecision, PolicyDecision__Output as _gatehouse_v1_PolicyDecision__Output } from './gatehouse/v1/PolicyDecision.js';
+import type { PolicyMatch as _gatehouse_v1_PolicyMatch, PolicyMatch__Output as _gatehouse_v1_PolicyMatch__Output } from './gatehouse/v1/PolicyMatch.js';
+import type { PolicyRule as _gatehouse_v1_PolicyRule, PolicyRule__Output as _gatehouse_v1_PolicyRule__Output } from './gatehouse/v1/PolicyRule.js';
 import type { RequestHead as _gatehouse_v1_RequestHead, RequestHead__Output as _gatehouse_v1_RequestHead__Output } from './gatehouse/v1/RequestHead.js';
 import type { ResponseHead as _gatehouse_v1_ResponseHead, ResponseHead__Output as _gatehouse_v1_ResponseHead__Output } from './gatehouse/v1/ResponseHead.js';
 import type { Revocation as _gatehouse_v1_Revocation, Revocation__Output as _gatehouse_v1_Revocation__Output } from './gatehouse/v1/Revocation.js';
@@ -36,6 +43,9 @@ export interface ProtoGrpcType {
       AgentConfig: MessageTypeDefinition<_gatehouse_v1_AgentConfig, _gatehouse_v1_AgentConfig__Output>
       AgentLink: SubtypeConstructor<typeof grpc.Client, _gatehouse_v1_AgentLinkClient> & { service: _gatehouse_v1_AgentLinkDefinition }
       AgentMessage: MessageTypeDefinition<_gatehouse_v1_AgentMessage, _gatehouse_v1_AgentMessage__Output>
+      ApprovalCancel: MessageTypeDefinition<_gatehouse_v1_ApprovalCancel, _gatehouse_v1_ApprovalCancel__Output>
+      ApprovalDecision: MessageTypeDefinition<_gatehouse_v1_ApprovalDecision, _gatehouse_v1_ApprovalDecision__Output>
+      ApprovalRequest: MessageTypeDefinition<_gatehouse_v1_ApprovalRequest, _gatehouse_v1_ApprovalRequest__Output>
       BodyChunk: MessageTypeDefinition<_gatehouse_v1_BodyChunk, _gatehouse_v1_BodyChunk__Output>
       Connection: MessageTypeDefinition<_gatehouse_v1_Connection, _gatehouse_v1_Connection__Output>
       ControlMessage: MessageTypeDefinition<_gatehouse_v1_ControlMessage, _gatehouse_v1_ControlMessage__Output>
@@ -47,6 +57,10 @@ export interface ProtoGrpcType {
       Hello: MessageTypeDefinition<_gatehouse_v1_Hello, _gatehouse_v1_Hello__Output>
       MaskingPattern: MessageTypeDefinition<_gatehouse_v1_MaskingPattern, _gatehouse_v1_MaskingPattern__Output>
       Outcome: EnumTypeDefinition
+      Policy: MessageTypeDefinition<_gatehouse_v1_Policy, _gatehouse_v1_Policy__Output>
+      PolicyDecision: MessageTypeDefinition<_gatehouse_v1_PolicyDecision, _gatehouse_v1_PolicyDecision__Output>
+      PolicyMatch: MessageTypeDefinition<_gatehouse_v1_PolicyMatch, _gatehouse_v1_PolicyMatch__Output>
+      PolicyRule: MessageTypeDefinition<_gatehouse_v1_PolicyRule, _gatehouse_v1_PolicyRule__Output>
       RequestHead: MessageTypeDefinition<_gatehouse_v1_RequestHead, _gatehouse_v1_RequestHead__Output>
       ResponseHead: MessageTypeDefinition<_gatehouse_v1_ResponseHead, _gatehouse_v1_ResponseHead__Output>
       Revocation: MessageTypeDefinition<_gatehouse_v1_Revocation, _gatehouse_v1_Revocation__Output>

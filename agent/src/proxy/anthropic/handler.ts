@@ -14,11 +14,12 @@ import type { Connection__Output } from "@gatehouse/proto";
 import { bearerToken } from "@gatehouse/proto/bearer";
 import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import { clientGone, readBody } from "../body.js";
-import { type ErrorPresenter, forward, halt, refuse } from "../forward.js";
+import { type ErrorPresenter, forward, halt, type ResponseRewriter, refuse } from "../forward.js";
 import { endToEnd, recordable, upstreamRequestHeaders } from "../headers.js";
 import { ExchangeRecorder } from "../recorder.js";
 import type { ProxyContext } from "../server.js";
 import { type UpstreamTarget, upstreamTarget } from "../target.js";
+import { type Guard, judgeRequest, ToolCallGate } from "./guard.js";
 import { ResponseMasking } from "./masking.js";
 
 const ERROR_TYPES: Record<number, string> = {
@@ -183,9 +184,20 @@ async function exchange(
     return refuse(res, recorder, anthropicErrors, target, "OUTCOME_REFUSED");
   }
 
+  const masker = ctx.masker();
+  const guard: Guard = {
+    policy: ctx.policies().forConnection(connection.name),
+    desk: ctx.approvals,
+    recorder,
+    connection: connection.name,
+    masker,
+    stopped,
+  };
+  let model = "";
   if (kind === "anthropic.messages" || kind === "anthropic.count_tokens") {
+    let request: unknown;
     try {
-      JSON.parse(body.toString("utf8"));
+      request = JSON.parse(body.toString("utf8"));
     } catch (error) {
       // The parser's own message quotes the body, which may hold a secret: give the position only.
       const at = /position (\d+)/.exec((error as Error).message)?.[1];
@@ -195,6 +207,28 @@ async function exchange(
       );
       return refuse(res, recorder, anthropicErrors, err, "OUTCOME_REFUSED");
     }
+    try {
+      // Before the credential is fetched: a refused request costs the upstream nothing.
+      await judgeRequest(guard, request);
+    } catch (error) {
+      const err = asGatehouseError(error);
+      if (err.code === "GATE_CLIENT_GONE" || stopped.aborted) {
+        return halt(
+          res,
+          recorder,
+          anthropicErrors,
+          stopped.aborted ? stopped.reason : err,
+          "OUTCOME_REFUSED",
+        );
+      }
+      ctx.logger.info(
+        { connection: connection.name, exchange: recorder.exchangeId, code: err.code },
+        "request refused by policy",
+      );
+      return refuse(res, recorder, anthropicErrors, err, "OUTCOME_REFUSED");
+    }
+    const asked = (request as { model?: unknown } | null)?.model;
+    model = typeof asked === "string" ? asked : "";
   }
 
   let credentialHeaders: Record<string, string>;
@@ -226,11 +260,19 @@ async function exchange(
       maxSseEventBytes: ctx.limits.maxSseEventBytes,
       stopped,
       logger: ctx.logger,
-      // Secrets in the reply are masked before the client or the record sees them.
-      rewrite: new ResponseMasking(recorder, ctx.masker()),
+      // Secrets in the reply are masked before the client or the record sees them; tool calls
+      // a response rule could apply to are then held until judged.
+      rewrite: responseRewriter(guard, kind, model),
     },
     res,
     recorder,
     anthropicErrors,
   );
+}
+
+function responseRewriter(guard: Guard, kind: string, model: string): ResponseRewriter {
+  const masking = new ResponseMasking(guard.recorder, guard.masker);
+  return kind === "anthropic.messages" && guard.policy.hasResponseRules
+    ? new ToolCallGate(masking, guard, model)
+    : masking;
 }

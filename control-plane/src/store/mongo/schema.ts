@@ -13,7 +13,7 @@
  * @see https://www.mongodb.com/docs/manual/core/index-partial/ (not used: FerretDB lacks it)
  */
 import type { ObjectId } from "mongodb";
-import type { ApiKeyRecord, Seal } from "../types.js";
+import type { ApiKeyRecord, ApprovalDecisionUpdate, ApprovalRecord, Seal } from "../types.js";
 
 /**
  * The version of the layout below. Kept in the `meta` collection so that a
@@ -22,8 +22,11 @@ import type { ApiKeyRecord, Seal } from "../types.js";
  * - 1: the first release.
  * - 2: the `api_keys` collection (REST credentials, by key hash). Its
  *   indexes are created in older databases as in new ones, when a store opens.
+ * - 3: the `approvals`, `approval_decisions` and `policies` collections. The
+ *   approvals' indexes are created in older databases as in new ones, when a
+ *   store opens; the other two need none but `_id`'s.
  */
-export const MONGO_SCHEMA_VERSION = 2;
+export const MONGO_SCHEMA_VERSION = 3;
 
 export const COLLECTIONS = {
   sessions: "sessions",
@@ -34,6 +37,12 @@ export const COLLECTIONS = {
   audit: "audit",
   /** REST credentials: API keys and the tokens of OIDC sign-ins. */
   apiKeys: "api_keys",
+  /** Requests (or tool calls) agents hold until a person decides. */
+  approvals: "approvals",
+  /** The one decision each approval takes, claimed by its `_id`; see {@link ApprovalDecisionDocument}. */
+  approvalDecisions: "approval_decisions",
+  /** Policies set over REST. */
+  policies: "policies",
   /** Schema version and the longest session lifetime seen (see {@link MetaDocument}). */
   meta: "meta",
 } as const;
@@ -68,6 +77,9 @@ export const INDEX = {
   auditByTime: "audit_by_time",
   apiKeysByHash: "api_keys_by_hash",
   apiKeysByTime: "api_keys_by_time",
+  approvalsByTime: "approvals_by_time",
+  approvalsByStatus: "approvals_by_status",
+  approvalsByExpiry: "approvals_by_expiry",
 } as const;
 
 /**
@@ -121,6 +133,11 @@ export const INDEXES: readonly IndexSpec[] = [
   // Unique, so a key identifies one record, and revoking it leaves no twin.
   { collection: "api_keys", name: INDEX.apiKeysByHash, key: { keyHash: 1 }, unique: true },
   { collection: "api_keys", name: INDEX.apiKeysByTime, key: { createdAt: -1, _id: -1 } },
+  { collection: "approvals", name: INDEX.approvalsByTime, key: { createdAt: -1, _id: -1 } },
+  // Listings by status: the equality leads, then the sort key.
+  { collection: "approvals", name: INDEX.approvalsByStatus, key: { status: 1, createdAt: -1, _id: -1 } },
+  // Expiry sweeps: pending approvals due by a time, without visiting decided ones.
+  { collection: "approvals", name: INDEX.approvalsByExpiry, key: { status: 1, expiresAt: 1, _id: 1 } },
 ];
 
 export interface SessionDocument {
@@ -182,6 +199,32 @@ export interface AgentDocument {
 
 /** An {@link ApiKeyRecord} under its id as `_id`; the key itself is never kept, only its hash. */
 export type ApiKeyDocument = Omit<ApiKeyRecord, "id"> & { _id: string };
+
+/**
+ * An {@link ApprovalRecord} under its id as `_id`. Its field names are fixed
+ * and `matched` holds names only, so it is stored as it is, not as JSON text.
+ */
+export type ApprovalDocument = Omit<ApprovalRecord, "id"> & { _id: string };
+
+/**
+ * The decision an approval took, under the approval's id. The store inserts
+ * it before it writes the decision into the approval: `_id` is unique on every
+ * server, so of two decisions racing exactly one insert succeeds, where a
+ * conditional update on `status` would let both through on servers that read
+ * and then write (FerretDB 1.x). Never removed, so a decision claimed but not
+ * yet written to its approval (a crash in between) is found and finished by
+ * the next call that decides or expires it.
+ */
+export type ApprovalDecisionDocument = ApprovalDecisionUpdate & { _id: string };
+
+/** A policy set over REST, under its name as `_id`. */
+export interface PolicyDocument {
+  _id: string;
+  /** JSON object text: rule patterns and other free-form values. */
+  body: string;
+  updatedAt: number;
+  updatedBy: string;
+}
 
 export interface AuditDocument {
   _id: string;

@@ -25,12 +25,15 @@ import {
 } from "mongodb";
 import { chainEvents, EMPTY_TAIL } from "../../sessions/chain.js";
 import { auditKey, decodeKeysetCursor, keysetPage, pageLimit, purgeLimit, sessionKey } from "../cursor.js";
-import { apiKeyClash, auditDetailsJson, eventAttrsJson } from "../records.js";
+import { apiKeyClash, auditDetailsJson, eventAttrsJson, policyBodyJson } from "../records.js";
 import type {
   AgentRecord,
   ApiKeyFilter,
   ApiKeyRecord,
   AppendResult,
+  ApprovalDecisionUpdate,
+  ApprovalFilter,
+  ApprovalRecord,
   AuditFilter,
   AuditRecord,
   ChainTail,
@@ -44,12 +47,15 @@ import type {
   SessionRecord,
   Store,
   StoredEvent,
+  StoredPolicyRecord,
 } from "../types.js";
 import { describe, isDuplicateKey, storeError, writeErrorsOf } from "./errors.js";
 import { keysetAfter, sessionListQuery } from "./queries.js";
 import {
   type AgentDocument,
   type ApiKeyDocument,
+  type ApprovalDecisionDocument,
+  type ApprovalDocument,
   type AuditDocument,
   type ChunkDocument,
   COLLECTIONS,
@@ -59,6 +65,7 @@ import {
   INDEXES,
   type MetaDocument,
   MONGO_SCHEMA_VERSION,
+  type PolicyDocument,
   type SessionDocument,
 } from "./schema.js";
 import { SessionQueue } from "./session-queue.js";
@@ -144,7 +151,9 @@ interface SessionAppend {
  * Conditional updates (a close, a seal, a revocation, a use of an API key)
  * rely on the server applying a single-document update atomically, as MongoDB
  * does. FerretDB 1.x reads the document and then writes it, so two such
- * updates at once may both match, and the later write wins.
+ * updates at once may both match, and the later write wins. Approval
+ * decisions, which must be taken exactly once, are claimed by a unique `_id`
+ * instead; see {@link MongoStore.decideApproval}.
  */
 export class MongoStore implements Store {
   /** The connection string with secrets replaced by `***`, for messages. */
@@ -729,6 +738,195 @@ export class MongoStore implements Store {
   }
 
   /**
+   * An insert, refused by `_id` when the id is stored already; the stored
+   * record is then read and returned as it is.
+   */
+  async insertApproval(approval: ApprovalRecord): Promise<ApprovalRecord> {
+    const doc = approvalToDocument(approval);
+    return this.#run(`storing approval ${approval.id}`, async () => {
+      try {
+        await this.#approvals().insertOne(doc);
+        return approvalFromDocument(doc);
+      } catch (error) {
+        if (!isDuplicateKey(error)) throw error;
+      }
+      const stored = await this.#approvals().findOne({ _id: approval.id });
+      if (stored === null) {
+        throw new GatehouseError(
+          "GATE_INTERNAL",
+          `the MongoDB session store at ${this.location} refused approval ${approval.id} as stored already, but holds none with that id`,
+        );
+      }
+      return approvalFromDocument(stored);
+    });
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | null> {
+    const doc = await this.#run(`reading approval ${id}`, () => this.#approvals().findOne({ _id: id }));
+    return doc === null ? null : approvalFromDocument(doc);
+  }
+
+  async getApprovals(ids: readonly string[]): Promise<ApprovalRecord[]> {
+    if (ids.length === 0) return [];
+    const docs = await this.#run(`reading ${ids.length} approvals`, () =>
+      this.#approvals()
+        .find({ _id: { $in: [...new Set(ids)] } })
+        .toArray(),
+    );
+    return docs.map(approvalFromDocument);
+  }
+
+  /**
+   * Newest first by `(createdAt, id)`, keyset-paged on approvals_by_time, or
+   * approvals_by_status when a status is asked for, like session listings.
+   */
+  async listApprovals(filter: ApprovalFilter): Promise<Page<ApprovalRecord>> {
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "approval list");
+    const { status } = filter;
+    const page = keysetAfter<ApprovalDocument>("createdAt", after);
+    const docs = await this.#run(
+      status === undefined ? "listing approvals" : `listing ${status} approvals`,
+      () =>
+        this.#approvals()
+          .find(status === undefined ? page : { ...page, status }, {
+            sort: { createdAt: -1, _id: -1 },
+            limit: limit + 1,
+            hint: status === undefined ? INDEX.approvalsByTime : INDEX.approvalsByStatus,
+          })
+          .toArray(),
+    );
+    return keysetPage(docs.map(approvalFromDocument), limit, sessionKey);
+  }
+
+  /**
+   * Claims the decision first, by inserting it under the approval's id into
+   * approval_decisions: the one insert that succeeds takes the approval, on
+   * any server (see {@link ApprovalDecisionDocument}). The claimed decision,
+   * this call's or the one that beat it, is then written into the approval
+   * where it is still pending; racing writers write the same values.
+   */
+  async decideApproval(id: string, decision: ApprovalDecisionUpdate): Promise<ApprovalRecord | null> {
+    return this.#run(`deciding approval ${id}`, async () => {
+      const doc = await this.#approvals().findOne({ _id: id });
+      if (doc === null) return null;
+      const approval = approvalFromDocument(doc);
+      if (approval.status !== "pending") return approval;
+      const { taken } = await this.#claimDecision(id, decision);
+      await this.#writeDecision([id], taken);
+      return { ...approval, ...taken };
+    });
+  }
+
+  /**
+   * Claims an expiry for each pending approval due by `now`, as
+   * {@link MongoStore.decideApproval} claims a decision, and returns those it
+   * won, in order of expiry. Where another decision was claimed first, that one
+   * is written instead (finishing it, should its writer have stopped between
+   * claim and write) and the approval is not returned.
+   */
+  async expireApprovals(now: number, reason: string): Promise<ApprovalRecord[]> {
+    return this.#run("expiring approvals", async () => {
+      const due = await this.#approvals()
+        .find(
+          { status: "pending", expiresAt: { $lte: now } },
+          { sort: { expiresAt: 1, _id: 1 }, hint: INDEX.approvalsByExpiry },
+        )
+        .toArray();
+      const expiry: ApprovalDecisionUpdate = {
+        status: "expired",
+        decidedAt: now,
+        decidedBy: "system",
+        reason,
+      };
+      const marked: ApprovalRecord[] = [];
+      for (const doc of due) {
+        const claim = await this.#claimDecision(doc._id, expiry);
+        if (claim.won) marked.push({ ...approvalFromDocument(doc), ...claim.taken });
+        else await this.#writeDecision([doc._id], claim.taken);
+      }
+      if (marked.length > 0) {
+        await this.#writeDecision(
+          marked.map((approval) => approval.id),
+          expiry,
+        );
+      }
+      return marked;
+    });
+  }
+
+  /** The decision approval `id` takes: `decision` when this call claimed it first, else the stored one. */
+  async #claimDecision(
+    id: string,
+    decision: ApprovalDecisionUpdate,
+  ): Promise<{ won: boolean; taken: ApprovalDecisionUpdate }> {
+    const taken = decisionOf(decision);
+    try {
+      await this.#approvalDecisions().insertOne({ _id: id, ...taken });
+      return { won: true, taken };
+    } catch (error) {
+      if (!isDuplicateKey(error)) throw error;
+    }
+    const stored = await this.#approvalDecisions().findOne({ _id: id });
+    if (stored === null) {
+      throw new GatehouseError(
+        "GATE_INTERNAL",
+        `the MongoDB session store at ${this.location} refused a decision on approval ${id} as claimed already, but holds none`,
+      );
+    }
+    return { won: false, taken: decisionOf(stored) };
+  }
+
+  async #writeDecision(ids: string[], decision: ApprovalDecisionUpdate): Promise<void> {
+    await this.#approvals().updateMany(
+      { _id: { $in: ids }, status: "pending" },
+      { $set: decisionOf(decision) },
+    );
+  }
+
+  async listPolicies(): Promise<StoredPolicyRecord[]> {
+    const docs = await this.#run("listing policies", () =>
+      this.#policies()
+        .find({}, { sort: { _id: 1 } })
+        .toArray(),
+    );
+    return docs.map(
+      (doc): StoredPolicyRecord => ({
+        name: doc._id,
+        body: JSON.parse(doc.body) as Record<string, unknown>,
+        updatedAt: doc.updatedAt,
+        updatedBy: doc.updatedBy,
+      }),
+    );
+  }
+
+  /** An upsert; when two first upserts of one name race and one is refused, it tries once more as an update. */
+  async putPolicy(policy: StoredPolicyRecord): Promise<void> {
+    const body = policyBodyJson(policy);
+    const put = () =>
+      this.#policies().updateOne(
+        { _id: policy.name },
+        { $set: { body, updatedAt: policy.updatedAt, updatedBy: policy.updatedBy } },
+        { upsert: true },
+      );
+    await this.#run(`storing policy ${policy.name}`, async () => {
+      try {
+        await put();
+      } catch (error) {
+        if (!isDuplicateKey(error)) throw error;
+        await put();
+      }
+    });
+  }
+
+  async deletePolicy(name: string): Promise<boolean> {
+    const result = await this.#run(`deleting policy ${name}`, () =>
+      this.#policies().deleteOne({ _id: name }),
+    );
+    return result.deletedCount > 0;
+  }
+
+  /**
    * Takes the sessions closed longest ago (sessions_by_close), deletes their
    * body chunks and events, and the session documents last: a purge cut short
    * leaves each unfinished session in place, found again by the next call.
@@ -855,6 +1053,18 @@ export class MongoStore implements Store {
 
   #apiKeys(): Collection<ApiKeyDocument> {
     return this.#db.collection<ApiKeyDocument>(COLLECTIONS.apiKeys);
+  }
+
+  #approvals(): Collection<ApprovalDocument> {
+    return this.#db.collection<ApprovalDocument>(COLLECTIONS.approvals);
+  }
+
+  #approvalDecisions(): Collection<ApprovalDecisionDocument> {
+    return this.#db.collection<ApprovalDecisionDocument>(COLLECTIONS.approvalDecisions);
+  }
+
+  #policies(): Collection<PolicyDocument> {
+    return this.#db.collection<PolicyDocument>(COLLECTIONS.policies);
   }
 
   #meta(): Collection<MetaDocument> {
@@ -1031,6 +1241,63 @@ function apiKeyToDocument(key: ApiKeyRecord): ApiKeyDocument {
 /** A document holds what {@link apiKeyToDocument} wrote, under the record's own field names. */
 function apiKeyFromDocument({ _id, ...fields }: ApiKeyDocument): ApiKeyRecord {
   return { id: _id, ...fields };
+}
+
+/** Only the fields a record has are stored, as for API keys; arrays and the requester are copied. */
+function approvalToDocument(approval: ApprovalRecord): ApprovalDocument {
+  return {
+    _id: approval.id,
+    sessionId: approval.sessionId,
+    exchangeId: approval.exchangeId,
+    connection: approval.connection,
+    agentAccountId: approval.agentAccountId,
+    requester: { kind: approval.requester.kind, id: approval.requester.id },
+    policy: approval.policy,
+    rule: approval.rule,
+    stage: approval.stage,
+    message: approval.message,
+    preview: approval.preview,
+    matched: [...approval.matched],
+    status: approval.status,
+    createdAt: approval.createdAt,
+    expiresAt: approval.expiresAt,
+    decidedAt: approval.decidedAt,
+    decidedBy: approval.decidedBy,
+    reason: approval.reason,
+  };
+}
+
+function approvalFromDocument(doc: ApprovalDocument): ApprovalRecord {
+  return {
+    id: doc._id,
+    sessionId: doc.sessionId,
+    exchangeId: doc.exchangeId,
+    connection: doc.connection,
+    agentAccountId: doc.agentAccountId,
+    requester: { kind: doc.requester.kind, id: doc.requester.id },
+    policy: doc.policy,
+    rule: doc.rule,
+    stage: doc.stage,
+    message: doc.message,
+    preview: doc.preview,
+    matched: [...doc.matched],
+    status: doc.status,
+    createdAt: doc.createdAt,
+    expiresAt: doc.expiresAt,
+    decidedAt: doc.decidedAt ?? null,
+    decidedBy: doc.decidedBy ?? null,
+    reason: doc.reason ?? null,
+  };
+}
+
+/** The four fields of a decision, whatever else the object carries (a decision document's `_id`). */
+function decisionOf(decision: ApprovalDecisionUpdate): ApprovalDecisionUpdate {
+  return {
+    status: decision.status,
+    decidedAt: decision.decidedAt,
+    decidedBy: decision.decidedBy,
+    reason: decision.reason,
+  };
 }
 
 function agentClash(agent: AgentRecord, clashId: string | null): GatehouseError {

@@ -22,8 +22,11 @@
  *   that would.
  * - 5: the `api_keys` table (REST credentials, by key hash), a new object
  *   that {@link SCHEMA_DDL} creates in older files too.
+ * - 6: the `approvals` table (requests held for a person's decision) and the
+ *   `policies` table (policies set over REST), new objects that
+ *   {@link SCHEMA_DDL} creates in older files too.
  */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 /**
  * Statements that bring a file of the keyed version to the next one, run in
@@ -38,6 +41,8 @@ export const SCHEMA_MIGRATIONS: ReadonlyMap<number, string> = new Map([
   [3, "DROP TABLE IF EXISTS signing_keys;"],
   // api_keys is a new table, which SCHEMA_DDL has created by the time migrations run.
   [4, ""],
+  // So are approvals and policies, with their indexes.
+  [5, ""],
 ]);
 
 /**
@@ -140,6 +145,44 @@ CREATE TABLE IF NOT EXISTS api_keys (
 -- Unique, so a key identifies one record, and revoking it leaves no twin.
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_by_hash ON api_keys (key_hash);
 CREATE INDEX IF NOT EXISTS api_keys_by_time ON api_keys (created_at, id);
+
+-- Requests (or tool calls) an agent holds until a person decides. decided_* and reason stay
+-- NULL while status is 'pending'; a decision is written once, only over 'pending'.
+-- requester_* copy the session's subject, so listings and the self-approval check need no join.
+CREATE TABLE IF NOT EXISTS approvals (
+  id TEXT PRIMARY KEY NOT NULL,
+  session_id TEXT NOT NULL,
+  exchange_id TEXT NOT NULL,
+  connection TEXT NOT NULL,
+  agent_account_id TEXT NOT NULL,
+  requester_kind TEXT NOT NULL,
+  requester_id TEXT NOT NULL,
+  policy TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  message TEXT NOT NULL,
+  -- JSON array of match field names.
+  matched TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  decided_at INTEGER,
+  decided_by TEXT,
+  reason TEXT,
+  preview TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_time ON approvals (created_at, id);
+CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at, id);
+-- Expiry sweeps look only at pending approvals, which are few however many were ever decided.
+CREATE INDEX IF NOT EXISTS approvals_pending_by_expiry ON approvals (expires_at, id) WHERE status = 'pending';
+
+-- Policies set over REST; those of the config file are not stored. body: the policy as JSON text.
+CREATE TABLE IF NOT EXISTS policies (
+  name TEXT PRIMARY KEY NOT NULL,
+  body TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  updated_by TEXT NOT NULL
+);
 
 INSERT OR IGNORE INTO meta (key, value) VALUES ('max_ttl_ms', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('opened_at', 0);

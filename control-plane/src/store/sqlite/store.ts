@@ -22,12 +22,16 @@ import {
   purgeLimit,
   sessionKey,
 } from "../cursor.js";
-import { apiKeyClash, auditDetailsJson, eventAttrsJson } from "../records.js";
+import { apiKeyClash, auditDetailsJson, eventAttrsJson, policyBodyJson } from "../records.js";
 import type {
   AgentRecord,
   ApiKeyFilter,
   ApiKeyRecord,
   AppendResult,
+  ApprovalDecisionUpdate,
+  ApprovalFilter,
+  ApprovalRecord,
+  ApprovalStatus,
   AuditFilter,
   AuditRecord,
   ChainTail,
@@ -42,6 +46,7 @@ import type {
   SessionRecord,
   Store,
   StoredEvent,
+  StoredPolicyRecord,
   Subject,
 } from "../types.js";
 import { SCHEMA_DDL, SCHEMA_MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
@@ -135,6 +140,35 @@ interface ApiKeyRow {
   last_used_at: number | null;
 }
 
+interface ApprovalRow {
+  id: string;
+  session_id: string;
+  exchange_id: string;
+  connection: string;
+  agent_account_id: string;
+  requester_kind: string;
+  requester_id: string;
+  policy: string;
+  rule: string;
+  stage: string;
+  message: string;
+  matched: string;
+  status: string;
+  created_at: number;
+  expires_at: number;
+  decided_at: number | null;
+  decided_by: string | null;
+  reason: string | null;
+  preview: string;
+}
+
+interface PolicyRow {
+  name: string;
+  body: string;
+  updated_at: number;
+  updated_by: string;
+}
+
 interface AuditRow {
   id: string;
   at: number;
@@ -150,8 +184,16 @@ const EVENT_COLUMNS = "session_id, seq, event_id, exchange_id, at, kind, hash, a
 const AGENT_COLUMNS = "id, name, token_hash, created_at, revoked_at, last_seen_at, connections";
 const API_KEY_COLUMNS =
   "id, name, role, kind, key_hash, created_by, created_at, expires_at, revoked_at, last_used_at";
+const APPROVAL_COLUMNS =
+  "id, session_id, exchange_id, connection, agent_account_id, requester_kind, requester_id, policy, rule," +
+  " stage, message, matched, status, created_at, expires_at, decided_at, decided_by, reason, preview";
 /** The columns of each table whose rows are read back whole. */
-const COLUMNS = { sessions: SESSION_COLUMNS, agents: AGENT_COLUMNS, api_keys: API_KEY_COLUMNS } as const;
+const COLUMNS = {
+  sessions: SESSION_COLUMNS,
+  agents: AGENT_COLUMNS,
+  api_keys: API_KEY_COLUMNS,
+  approvals: APPROVAL_COLUMNS,
+} as const;
 
 /**
  * A {@link Store} in one SQLite file, in WAL mode.
@@ -621,6 +663,178 @@ export class SqliteStore implements Store {
   }
 
   /**
+   * `ON CONFLICT DO NOTHING` rather than `INSERT OR IGNORE`: only a stored id
+   * is passed over, while a record missing a field is still refused. The row is
+   * read back in the same transaction, so a resend gets the stored record,
+   * decided or not.
+   */
+  async insertApproval(approval: ApprovalRecord): Promise<ApprovalRecord> {
+    const row = this.#write(`storing approval ${approval.id}`, () => {
+      this.#statement(
+        `INSERT INTO approvals (${APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` +
+          " ON CONFLICT (id) DO NOTHING",
+      ).run([
+        approval.id,
+        approval.sessionId,
+        approval.exchangeId,
+        approval.connection,
+        approval.agentAccountId,
+        approval.requester.kind,
+        approval.requester.id,
+        approval.policy,
+        approval.rule,
+        approval.stage,
+        approval.message,
+        JSON.stringify(approval.matched),
+        approval.status,
+        approval.createdAt,
+        approval.expiresAt,
+        approval.decidedAt,
+        approval.decidedBy,
+        approval.reason,
+        approval.preview,
+      ]);
+      return this.#statement(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id = ?`).get([approval.id]) as
+        | ApprovalRow
+        | undefined;
+    });
+    if (row === undefined) {
+      throw new GatehouseError(
+        "GATE_INTERNAL",
+        `the session store ${this.path} did not keep approval ${approval.id} it was just given`,
+      );
+    }
+    return approvalFromRow(row);
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | null> {
+    const row = this.#rowWhere<ApprovalRow>(`reading approval ${id}`, "approvals", "id", id);
+    return row === undefined ? null : approvalFromRow(row);
+  }
+
+  /** The ids travel as one JSON array, so one prepared statement serves any number of them. */
+  async getApprovals(ids: readonly string[]): Promise<ApprovalRecord[]> {
+    if (ids.length === 0) return [];
+    const rows = this.#run(
+      `reading ${ids.length} approvals`,
+      () =>
+        this.#statement(
+          `SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id IN (SELECT value FROM json_each(?))`,
+        ).all([JSON.stringify(ids)]) as ApprovalRow[],
+    );
+    return rows.map(approvalFromRow);
+  }
+
+  /**
+   * Newest first by `(createdAt, id)`, walking approvals_by_time, or
+   * approvals_by_status when a status is asked for, like session listings.
+   */
+  async listApprovals(filter: ApprovalFilter): Promise<Page<ApprovalRecord>> {
+    const limit = pageLimit(filter.limit);
+    const after = filter.cursor === undefined ? null : decodeKeysetCursor(filter.cursor, "approval list");
+    const rows =
+      filter.status === undefined
+        ? this.#newestFirst<ApprovalRow>(
+            "listing approvals",
+            `SELECT ${APPROVAL_COLUMNS} FROM approvals INDEXED BY approvals_by_time`,
+            "created_at",
+            after,
+            limit,
+          )
+        : this.#newestFirst<ApprovalRow>(
+            `listing ${filter.status} approvals`,
+            `SELECT ${APPROVAL_COLUMNS} FROM approvals INDEXED BY approvals_by_status`,
+            "created_at",
+            after,
+            limit,
+            { column: "status", value: filter.status },
+          );
+    return keysetPage(rows.map(approvalFromRow), limit, sessionKey);
+  }
+
+  /**
+   * The update's condition (`status = 'pending'`) and the read back share one
+   * IMMEDIATE transaction, so of two decisions (from this process or another)
+   * the first to take the write lock is the one kept, and both read it.
+   */
+  async decideApproval(id: string, decision: ApprovalDecisionUpdate): Promise<ApprovalRecord | null> {
+    const row = this.#write(`deciding approval ${id}`, () => {
+      this.#statement(
+        "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND status = 'pending'",
+      ).run([decision.status, decision.decidedAt, decision.decidedBy, decision.reason, id]);
+      return this.#statement(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id = ?`).get([id]) as
+        | ApprovalRow
+        | undefined;
+    });
+    return row === undefined ? null : approvalFromRow(row);
+  }
+
+  /**
+   * One transaction: the pending approvals due by `now` (from the partial
+   * index approvals_pending_by_expiry), then one update of the same rows.
+   * Returned in order of expiry.
+   */
+  async expireApprovals(now: number, reason: string): Promise<ApprovalRecord[]> {
+    const due = this.#write("expiring approvals", () => {
+      const rows = this.#statement(
+        `SELECT ${APPROVAL_COLUMNS} FROM approvals INDEXED BY approvals_pending_by_expiry` +
+          " WHERE status = 'pending' AND expires_at <= ? ORDER BY expires_at, id",
+      ).all([now]) as ApprovalRow[];
+      if (rows.length > 0) {
+        this.#statement(
+          "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'system', reason = ?" +
+            " WHERE status = 'pending' AND expires_at <= ?",
+        ).run([now, reason, now]);
+      }
+      return rows;
+    });
+    return due.map(
+      (row): ApprovalRecord => ({
+        ...approvalFromRow(row),
+        status: "expired",
+        decidedAt: now,
+        decidedBy: "system",
+        reason,
+      }),
+    );
+  }
+
+  async listPolicies(): Promise<StoredPolicyRecord[]> {
+    const rows = this.#run(
+      "listing policies",
+      () =>
+        this.#statement("SELECT name, body, updated_at, updated_by FROM policies ORDER BY name").all(
+          [],
+        ) as PolicyRow[],
+    );
+    return rows.map(
+      (row): StoredPolicyRecord => ({
+        name: row.name,
+        body: JSON.parse(row.body) as Record<string, unknown>,
+        updatedAt: row.updated_at,
+        updatedBy: row.updated_by,
+      }),
+    );
+  }
+
+  async putPolicy(policy: StoredPolicyRecord): Promise<void> {
+    const body = policyBodyJson(policy);
+    this.#write(`storing policy ${policy.name}`, () =>
+      this.#statement(
+        "INSERT INTO policies (name, body, updated_at, updated_by) VALUES (?, ?, ?, ?)" +
+          " ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+      ).run([policy.name, body, policy.updatedAt, policy.updatedBy]),
+    );
+  }
+
+  async deletePolicy(name: string): Promise<boolean> {
+    const result = this.#write(`deleting policy ${name}`, () =>
+      this.#statement("DELETE FROM policies WHERE name = ?").run([name]),
+    );
+    return result.changes > 0;
+  }
+
+  /**
    * One transaction per call: the sessions closed longest ago (by the
    * sessions_by_close index), their events, then the sessions themselves.
    */
@@ -683,8 +897,10 @@ export class SqliteStore implements Store {
 
   /**
    * Up to `limit + 1` rows of `select` (which names the table and the index on
-   * `(<time>, id)` it walks), newest first by `(time, id)`, after the cursor's
-   * key when there is one: the shape of a keyset page, as {@link keysetPage} takes it.
+   * `(<time>, id)` it walks, led by `equal.column` when given), newest first by
+   * `(time, id)`, only those whose `equal.column` is `equal.value` when given,
+   * after the cursor's key when there is one: the shape of a keyset page, as
+   * {@link keysetPage} takes it.
    */
   #newestFirst<Row>(
     doing: string,
@@ -692,19 +908,24 @@ export class SqliteStore implements Store {
     time: "at" | "created_at",
     after: KeysetCursor | null,
     limit: number,
+    equal: { column: "status"; value: ApprovalStatus } | null = null,
   ): Row[] {
-    const order = ` ORDER BY ${time} DESC, id DESC LIMIT ?`;
-    return this.#run(
-      doing,
-      () =>
-        (after === null
-          ? this.#statement(select + order).all([limit + 1])
-          : this.#statement(`${select} WHERE (${time}, id) < (?, ?)${order}`).all([
-              after.time,
-              after.id,
-              limit + 1,
-            ])) as Row[],
-    );
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (equal !== null) {
+      where.push(`${equal.column} = ?`);
+      params.push(equal.value);
+    }
+    if (after !== null) {
+      where.push(`(${time}, id) < (?, ?)`);
+      params.push(after.time, after.id);
+    }
+    params.push(limit + 1);
+    const sql =
+      select +
+      (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
+      ` ORDER BY ${time} DESC, id DESC LIMIT ?`;
+    return this.#run(doing, () => this.#statement(sql).all(params) as Row[]);
   }
 
   /**
@@ -849,6 +1070,29 @@ function auditFromRow(row: AuditRow): AuditRecord {
     action: row.action,
     target: row.target,
     details: JSON.parse(row.details) as Record<string, unknown>,
+  };
+}
+
+function approvalFromRow(row: ApprovalRow): ApprovalRecord {
+  return {
+    id: row.id,
+    sessionId: row.session_id,
+    exchangeId: row.exchange_id,
+    connection: row.connection,
+    agentAccountId: row.agent_account_id,
+    requester: { kind: row.requester_kind as Subject["kind"], id: row.requester_id },
+    policy: row.policy,
+    rule: row.rule,
+    stage: row.stage as ApprovalRecord["stage"],
+    message: row.message,
+    preview: row.preview,
+    matched: JSON.parse(row.matched) as string[],
+    status: row.status as ApprovalStatus,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    decidedAt: row.decided_at,
+    decidedBy: row.decided_by,
+    reason: row.reason,
   };
 }
 

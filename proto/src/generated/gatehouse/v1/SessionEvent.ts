@@ -5,6 +5,7 @@ import type { BodyChunk as _gatehouse_v1_BodyChunk, BodyChunk__Output as _gateho
 import type { ResponseHead as _gatehouse_v1_ResponseHead, ResponseHead__Output as _gatehouse_v1_ResponseHead__Output } from '../../gatehouse/v1/ResponseHead.js';
 import type { ServerSentEvent as _gatehouse_v1_ServerSentEvent, ServerSentEvent__Output as _gatehouse_v1_ServerSentEvent__Output } from '../../gatehouse/v1/ServerSentEvent.js';
 import type { ExchangeEnd as _gatehouse_v1_ExchangeEnd, ExchangeEnd__Output as _gatehouse_v1_ExchangeEnd__Output } from '../../gatehouse/v1/ExchangeEnd.js';
+import type { PolicyDecision as _gatehouse_v1_PolicyDecision, PolicyDecision__Output as _gatehouse_v1_PolicyDecision__Output } from '../../gatehouse/v1/PolicyDecision.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SessionEvent {
@@ -18,7 +19,8 @@ export interface SessionEvent {
   'responseBody'?: (_gatehouse_v1_BodyChunk | null);
   'sse'?: (_gatehouse_v1_ServerSentEvent | null);
   'exchangeEnd'?: (_gatehouse_v1_ExchangeEnd | null);
-  'payload'?: "requestHead"|"requestBody"|"responseHead"|"responseBody"|"sse"|"exchangeEnd";
+  'decision'?: (_gatehouse_v1_PolicyDecision | null);
+  'payload'?: "requestHead"|"requestBody"|"responseHead"|"responseBody"|"sse"|"exchangeEnd"|"decision";
 }
 
 export interface SessionEvent__Output {
@@ -32,5 +34,6 @@ export interface SessionEvent__Output {
   'responseBody'?: (_gatehouse_v1_BodyChunk__Output | null);
   'sse'?: (_gatehouse_v1_ServerSentEvent__Output | null);
   'exchangeEnd'?: (_gatehouse_v1_ExchangeEnd__Output | null);
-  'payload'?: "requestHead"|"requestBody"|"responseHead"|"responseBody"|"sse"|"exchangeEnd";
+  'decision'?: (_gatehouse_v1_PolicyDecision__Output | null);
+  'payload'?: "requestHead"|"requestBody"|"responseHead"|"responseBody"|"sse"|"exchangeEnd"|"decision";
 }
