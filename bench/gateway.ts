@@ -10,6 +10,10 @@
  * Usage: gateway.js --role all|control-plane --upstream URL --upstream-key KEY
  *        gateway.js --role agent --control-plane HOST:PORT --agent-token TOKEN --upstream-key KEY
  *        [--log-level info] [--keep-data]
+ *        [--connections claude,…] [--config-json '{"policies": …}'] [--admin-token TOKEN]
+ * `--connections` names the `anthropic` connections, each to `--upstream` (default `claude`);
+ * `--config-json` is merged over the control plane's configuration (e.g. `policies`, `approvals`);
+ * `--admin-token` is accepted as an admin API key, as `GATEHOUSE_ADMIN_TOKEN` is.
  * Prints a {@link GatewayInfo} JSON line on stdout once ready (an agent: once linked).
  * Logs (JSON, pino) go to gateway.log in the process's temporary data directory.
  */
@@ -38,6 +42,9 @@ const { values } = parseArgs({
     "agent-token": { type: "string" },
     "log-level": { type: "string", default: "info" },
     "keep-data": { type: "boolean", default: false },
+    connections: { type: "string", default: "claude" },
+    "config-json": { type: "string", default: "{}" },
+    "admin-token": { type: "string" },
   },
 });
 const role = values.role;
@@ -61,20 +68,22 @@ if (role !== "agent") {
   if (!values.upstream) throw new Error("--upstream URL is required");
   // Loaded only where it runs, as the `gatehouse` command does, so an agent's memory is its own.
   const { controlPlaneConfigSchema, startControlPlane } = await import("@gatehouse/control-plane");
+  const upstream = values.upstream;
+  const extra = JSON.parse(values["config-json"]) as Record<string, unknown>;
   cp = await startControlPlane({
     config: controlPlaneConfigSchema.parse({
-      connections: [
-        {
-          name: "claude",
-          type: "anthropic",
-          upstream: values.upstream,
-          credential: { env: UPSTREAM_KEY_ENV },
-        },
-      ],
+      connections: values.connections.split(",").map((name) => ({
+        name: name.trim(),
+        type: "anthropic",
+        upstream,
+        credential: { env: UPSTREAM_KEY_ENV },
+      })),
       http: { listen: "127.0.0.1:0" },
       grpc: { listen: "127.0.0.1:0" },
+      ...extra,
     }),
     dataDir,
+    adminToken: values["admin-token"],
     log,
     registry,
   });

@@ -10,12 +10,14 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { after, before, describe, test } from "node:test";
+import { after, before, beforeEach, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
+import { controlPlaneConfigSchema, startControlPlane } from "@gatehouse/control-plane";
 import { hashToken } from "@gatehouse/control-plane/identity/tokens.js";
 import { type ApprovalView, GatehouseApiError, GatehouseClient } from "@gatehouse/sdk";
+import { Registry } from "prom-client";
 import { v7 as uuidv7 } from "uuid";
-import { TestGatehouse } from "../support/gatehouse.js";
+import { TestGatehouse, UPSTREAM_KEY_ENV } from "../support/gatehouse.js";
 import { makeKey } from "./proxy-policy.test.js";
 
 const MODEL = "claude-sonnet-4-6";
@@ -73,37 +75,39 @@ describe("approvals", () => {
   let hooks: WebhookReceiver;
   let approver: GatehouseClient;
   let approverId: string;
+  let approverKey: string;
 
+  let controlPlane: Record<string, unknown>;
   before(async () => {
     hooks = new WebhookReceiver();
     const url = await hooks.start();
-    gh = await TestGatehouse.start({
-      controlPlane: {
-        policies: [
-          {
-            name: "ci-default",
-            rules: [
-              {
-                name: "prod-deploys",
-                when: "request",
-                match: { text: "DEPLOY-PROD" },
-                action: "require_approval",
-                message: "Production deploys need a second pair of eyes.",
-              },
-              {
-                name: "release-tool",
-                when: "response",
-                match: { tool: "^publish_release$" },
-                action: "require_approval",
-                message: "Publishing a release needs approval.",
-              },
-            ],
-          },
-        ],
-        approvals: { timeoutSeconds: TIMEOUT_SECONDS, webhooks: [{ url, format: "slack" }] },
-      },
-    });
+    controlPlane = {
+      policies: [
+        {
+          name: "ci-default",
+          rules: [
+            {
+              name: "prod-deploys",
+              when: "request",
+              match: { text: "DEPLOY-PROD" },
+              action: "require_approval",
+              message: "Production deploys need a second pair of eyes.",
+            },
+            {
+              name: "release-tool",
+              when: "response",
+              match: { tool: "^publish_release$" },
+              action: "require_approval",
+              message: "Publishing a release needs approval.",
+            },
+          ],
+        },
+      ],
+      approvals: { timeoutSeconds: TIMEOUT_SECONDS, webhooks: [{ url, format: "slack" }] },
+    };
+    gh = await TestGatehouse.start({ controlPlane });
     const key = await makeKey(gh, "approver", "release-manager");
+    approverKey = key;
     approver = new GatehouseClient({ url: gh.cp.httpUrl, token: key });
     approverId = (await gh.cp.store.findApiKeyByHash(hashToken(key)))?.id ?? "";
   });
@@ -111,6 +115,8 @@ describe("approvals", () => {
     await gh?.stop();
     await hooks?.close();
   });
+  // A reply scripted for one test must not answer the next one's requests.
+  beforeEach(() => gh.fake.reply(null));
 
   /** The id of the next approval announced to the webhook. */
   async function announced(): Promise<string> {
@@ -359,8 +365,39 @@ describe("approvals", () => {
     await assert.rejects(approver.approve(id, "too late"), /already cancelled/);
   });
 
+  test("a decision made at another control-plane replica reaches the agent linked to this one", async () => {
+    // Replica B shares the store and data directory; it has no link to the agent, which asked replica A.
+    const b = await startControlPlane({
+      config: controlPlaneConfigSchema.parse({
+        ...controlPlane,
+        approvals: { timeoutSeconds: TIMEOUT_SECONDS },
+        connections: [
+          { name: "claude", type: "anthropic", upstream: gh.fake.url, credential: { env: UPSTREAM_KEY_ENV } },
+        ],
+        store: gh.storeConfig,
+        http: { listen: "127.0.0.1:0" },
+        grpc: { listen: "127.0.0.1:0" },
+      }),
+      dataDir: gh.dir,
+      log: (component) => gh.logs.root.child({ component, replica: "b" }),
+      registry: new Registry(),
+    });
+    try {
+      const session = await gh.openSession();
+      const reply = deployRequest(gh.anthropic(session));
+      const id = await announced();
+      const atB = new GatehouseClient({ url: b.httpUrl, token: approverKey });
+      assert.equal((await atB.getApproval(id)).status, "pending");
+      await atB.approve(id, "approved at replica b");
+      assert.equal((await reply).type, "message");
+      const [exchange] = (await gh.record(session.id)).exchanges;
+      assert.equal(exchange?.decisions.at(-1)?.approval?.reason, "approved at replica b");
+    } finally {
+      await b.stop();
+    }
+  });
+
   test("with the link to the control plane down, a request needing approval fails closed at once", async () => {
-    gh.fake.reply(null);
     const session = await gh.openSession();
     const lost = gh.agent.link.whenState("backoff");
     await gh.cp.stop();

@@ -282,6 +282,24 @@ describe("approval webhooks", () => {
     assert.match(warning?.msg ?? "", /refused the message/);
   });
 
+  // Regression: a delivery retrying against a webhook that never answers held a stopping
+  // control plane's process open for up to three timeouts.
+  test("stop gives up on deliveries under way: notify resolves, with a warning saying why", async () => {
+    let arrived = () => {};
+    const posted = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
+    // Takes the request and never answers it.
+    const r = await receiver(() => arrived());
+    const hooks = webhooks([{ url: r.slackUrl, format: "slack" }], { timeoutMs: 600_000, attempts: 3 });
+    const delivered = hooks.notify(NOTICE);
+    await posted;
+    hooks.stop();
+    await delivered;
+    const warning = entries().find((e) => e.level === 40);
+    assert.match(String(warning?.msg), /the control plane stopped first/);
+  });
+
   test("every attempt times out: notify still resolves after the attempts, with a warning", async () => {
     const r = await receiver(never());
     await webhooks([{ url: r.slackUrl, format: "slack" }], { timeoutMs: 100, attempts: 2 }).notify(NOTICE);

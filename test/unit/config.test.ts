@@ -88,6 +88,60 @@ describe("configuration", () => {
     );
   });
 
+  test("policies and approvals: the issue's YAML is accepted; a bad rule is refused at start-up, by field", () => {
+    const yaml = parseYaml(`
+policies:
+  - name: ci-default
+    connections: [claude]
+    rules:
+      - name: no-private-keys
+        when: request
+        match: { text: "BEGIN [A-Z ]*PRIVATE KEY" }
+        action: deny
+        message: Private keys must not be sent to the model.
+approvals: { timeoutSeconds: 600, webhooks: [ { url: "https://hooks.example/T1/B2" } ] }
+`) as Record<string, unknown>;
+    const parsed = controlPlaneConfigSchema.parse({ connections: [connection], ...yaml });
+    assert.equal(parsed.policies[0]?.rules[0]?.action, "deny");
+    assert.deepEqual(parsed.approvals, {
+      timeoutSeconds: 600,
+      webhooks: [{ url: "https://hooks.example/T1/B2", format: "slack" }],
+    });
+    const defaults = controlPlaneConfigSchema.parse({ connections: [connection] });
+    assert.deepEqual([defaults.policies, defaults.approvals], [[], { timeoutSeconds: 600, webhooks: [] }]);
+
+    const refused = (policies: unknown, approvals?: unknown) =>
+      problems(controlPlaneConfigSchema, {
+        connections: [connection],
+        policies,
+        ...(approvals ? { approvals } : {}),
+      });
+    const rule = { name: "r", when: "request", match: { text: "x" }, action: "deny" };
+    assert.match(
+      refused([{ name: "p", connections: ["nope"], rules: [rule] }]),
+      /no connection is named 'nope'[\s\S]*policies\[0\]\.connections\[0\]/,
+    );
+    assert.match(
+      refused([{ name: "p", rules: [{ ...rule, match: { toolInput: "x" } }] }]),
+      /request rules match on text, system, model, tool, toolResult, maxTokensAbove[\s\S]*policies\[0\]\.rules\[0\]\.match\.toolInput/,
+    );
+    assert.match(
+      refused([{ name: "p", rules: [{ ...rule, match: { text: "(" } }] }]),
+      /not a valid JavaScript regular expression[\s\S]*policies\[0\]\.rules\[0\]\.match\.text/,
+    );
+    assert.match(refused([{ name: "p", rules: [{ ...rule, match: {} }] }]), /at least one field/);
+    assert.match(refused([{ name: "p", rules: [rule, rule] }]), /rule names must be unique/);
+    assert.match(
+      refused([
+        { name: "p", rules: [rule] },
+        { name: "p", rules: [rule] },
+      ]),
+      /policy names must be unique/,
+    );
+    assert.match(refused([], { timeoutSeconds: 1 }), /approvals\.timeoutSeconds/);
+    assert.match(refused([], { webhooks: [{ url: "ftp://x" }] }), /approvals\.webhooks\[0\]\.url/);
+  });
+
   test("custom masking patterns: the issue's YAML is accepted, and a pattern agents could not use is refused at start-up, by field", () => {
     const yaml = parseYaml(
       'masking: { custom: [ { name: internal-host, pattern: "corp-[a-z]+\\\\.internal" } ] }',

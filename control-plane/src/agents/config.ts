@@ -26,7 +26,8 @@ function toMaskingPattern(p: MaskingPatternConfig): MaskingPattern {
   return { name: p.name, pattern: p.pattern, maxLength: p.maxLength ?? 0 };
 }
 
-function toPolicy(p: PolicyConfig): Policy {
+/** A validated policy as agents receive it. */
+export function toPolicy(p: PolicyConfig): Policy {
   return {
     name: p.name,
     connections: p.connections ?? [],

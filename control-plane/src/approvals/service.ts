@@ -41,6 +41,8 @@ export interface ApprovalAnnouncer {
     message: string;
     expiresAt: number;
   }): Promise<void>;
+  /** Gives up on announcements under way. */
+  stop(): void;
 }
 
 /** The link of the agent that asked: where its decision goes. */
@@ -92,6 +94,7 @@ export class Approvals {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.deps.announcer.stop();
     await this.running;
   }
 

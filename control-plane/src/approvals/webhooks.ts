@@ -84,6 +84,8 @@ export class ApprovalWebhooks {
   private readonly timeoutMs: number;
   private readonly attempts: number;
   private readonly backoffMs: number;
+  /** Aborted by {@link stop}: deliveries under way give up, so they hold no stopping process open. */
+  private readonly stopping = new AbortController();
 
   /**
    * @throws GatehouseError GATE_CONFIG_INVALID when a URL is not an http(s) URL
@@ -138,14 +140,23 @@ export class ApprovalWebhooks {
     await Promise.allSettled(this.targets.map((t) => this.deliver(t, bodies[t.format], notice.id)));
   }
 
+  /** Gives up on deliveries under way (their failure is logged) and makes no more. */
+  stop(): void {
+    this.stopping.abort();
+  }
+
   private async deliver(target: Target, body: string, approval: string): Promise<void> {
     const log = { webhook: target.origin, format: target.format, approval };
     let last: Attempt | undefined;
-    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+    for (let attempt = 1; attempt <= this.attempts && !this.stopping.signal.aborted; attempt++) {
       if (attempt > 1) {
         const backoff = this.backoffMs * 2 ** (attempt - 2);
         const retryAfter = last?.ok === false ? (last.retryAfterMs ?? 0) : 0;
-        await sleep(Math.max(backoff, retryAfter));
+        try {
+          await sleep(Math.max(backoff, retryAfter), undefined, { signal: this.stopping.signal });
+        } catch {
+          break;
+        }
       }
       last = await this.attempt(target, body);
       if (last.ok) {
@@ -159,11 +170,18 @@ export class ApprovalWebhooks {
       if (!last.retry) break;
     }
     if (last === undefined || last.ok) return;
+    let message: string;
+    if (this.stopping.signal.aborted) {
+      message =
+        "approval webhook not delivered: the control plane stopped first; approvers there were not told of the approval";
+    } else if (last.retry) {
+      message = `approval webhook not delivered after ${this.attempts} attempts; approvers there were not told of the approval`;
+    } else {
+      message = "approval webhook refused the message (not retried); check the webhook in approvals.webhooks";
+    }
     this.deps.logger.warn(
       { ...log, status: last.status, attempts: this.attempts, reason: last.reason },
-      last.retry
-        ? `approval webhook not delivered after ${this.attempts} attempts; approvers there were not told of the approval`
-        : "approval webhook refused the message (not retried); check the webhook in approvals.webhooks",
+      message,
     );
   }
 
@@ -175,7 +193,7 @@ export class ApprovalWebhooks {
         method: "POST",
         headers: { "content-type": "application/json; charset=utf-8" },
         body,
-        signal: abort.signal,
+        signal: AbortSignal.any([abort.signal, this.stopping.signal]),
         // A redirect would carry the message to where the URL's owner did not say.
         redirect: "manual",
       });
