@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Connection__Output, MaskingPattern__Output, Policy__Output } from "@gatehouse/proto";
 import { splitHostPort } from "@gatehouse/proto/address";
-import { asGatehouseError } from "@gatehouse/proto/errors";
+import { asGatehouseError, GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { ApprovalDesk } from "./approvals/desk.js";
@@ -169,7 +169,7 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
   /** Built once per change of the pushed patterns; each exchange keeps the one it started with. */
   let masker = new Masker();
   let maskingPushed = "[]";
-  let policies = PolicySet.empty;
+  let policies: PolicySet | GatehouseError = PolicySet.empty;
   let policiesPushed = "[]";
   let approvalTimeoutSeconds = 0;
   let link: AgentLinkClient | null = null;
@@ -203,6 +203,7 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
     connections: () => connections,
     notReadyReason: () => {
       if (spoolFailure) return `the spool failed, so exchanges cannot be recorded: ${spoolFailure}`;
+      if (policies instanceof GatehouseError) return policies.message;
       if (refused) return `the control plane refused this agent's token: ${refused}`;
       return connections
         ? null
@@ -240,16 +241,28 @@ async function startServing(deps: AgentDeps, vault: VaultCredentialSource | null
       linkLog.error({ err: error }, "could not apply the pushed masking patterns; keeping the previous ones");
     }
   };
-  /** Like the masking patterns: one that cannot be compiled here is logged, and the previous set stays. */
+  /**
+   * Unlike masking patterns, policies fail closed: a set this agent cannot compile (the control
+   * plane's Node accepts a pattern this one does not) refuses every exchange until a set it can
+   * compile arrives, rather than serve with rules missing.
+   */
   const applyPolicies = (pushed: readonly Policy__Output[]) => {
     const text = JSON.stringify(pushed);
     if (text === policiesPushed) return;
+    policiesPushed = text;
     try {
       policies = PolicySet.compile(pushed);
-      policiesPushed = text;
       linkLog.info({ policies: pushed.map((p) => p.name) }, "policies applied");
     } catch (error) {
-      linkLog.error({ err: error }, "could not apply the pushed policies; keeping the previous ones");
+      const err = asGatehouseError(error);
+      policies = new GatehouseError(
+        "GATE_CONFIG_INVALID",
+        `this agent cannot use the policies the control plane pushed (${err.message}); it refuses every request until they are fixed`,
+      );
+      linkLog.error(
+        { code: err.code, reason: err.message },
+        "cannot use the pushed policies; refusing every request until they are fixed",
+      );
     }
   };
   link = new AgentLinkClient({

@@ -300,8 +300,11 @@ export const controlPlaneConfigObject = z.strictObject({
     .refine((list) => new Set(list.map((p) => p.name)).size === list.length, "policy names must be unique"),
   approvals: z
     .strictObject({
-      /** How long a held request or tool call waits for a decision before it fails. */
-      timeoutSeconds: z.int().min(10).max(86_400).default(600),
+      /**
+       * How long a held request or tool call waits for a decision before it fails. Below the
+       * clients' own timeout (the Anthropic SDKs and Claude Code: 600 s), so they hear why.
+       */
+      timeoutSeconds: z.int().min(10).max(86_400).default(300),
       /** Told of every new pending approval (Slack- or Teams-compatible JSON). */
       webhooks: z
         .array(
@@ -313,7 +316,7 @@ export const controlPlaneConfigObject = z.strictObject({
         )
         .default([]),
     })
-    .default({ timeoutSeconds: 600, webhooks: [] }),
+    .default({ timeoutSeconds: 300, webhooks: [] }),
   sessions: z
     .strictObject({
       /** Token lifetime when the caller asks for none. */

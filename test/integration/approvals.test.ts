@@ -205,6 +205,13 @@ describe("approvals", () => {
     });
     assert.equal(next.type, "message");
     assert.equal(hooks.bodies.length, 0, "no second approval was asked for");
+    // Regression (review): the record did not say what let the second turn through.
+    const [, second] = (await gh.record(session.id)).exchanges;
+    assert.equal(second?.decision, "approved");
+    assert.deepEqual(
+      second?.decisions.map((d) => [d.rule, d.approval?.id, d.approval?.status, d.approval?.reason]),
+      [["prod-deploys", id, "approved", "the same text was approved earlier in this session"]],
+    );
   });
 
   test("a denied request fails with the approver's reason and never goes upstream", async () => {

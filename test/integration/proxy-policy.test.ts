@@ -235,6 +235,47 @@ describe("policies", () => {
     );
   });
 
+  // Regression (review): only the two judged paths were checked; a batch, or the Messages path
+  // spelled another way, took the credential upstream with a body no rule had looked at.
+  test("requests Gatehouse does not judge are refused while policies apply: batches, other spellings", async () => {
+    const session = await gh.openSession();
+    const upstreamBefore = gh.fake.requests.length;
+    const body = JSON.stringify({
+      requests: [
+        {
+          custom_id: "a",
+          params: { model: MODEL, max_tokens: 10, messages: [{ role: "user", content: PRIVATE_KEY }] },
+        },
+      ],
+    });
+    for (const path of [
+      "/v1/messages/batches",
+      "/v1/%6Dessages",
+      "/v1//messages",
+      "/v1/messages/",
+      "/v1/complete",
+    ]) {
+      const res = await fetch(`${session.proxyUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${session.token}`, "content-type": "application/json" },
+        body,
+      });
+      assert.equal(res.status, 403, path);
+      assert.equal(res.headers.get("x-should-retry"), "false", "the SDKs do not retry it");
+      const { error } = (await res.json()) as { error: { type: string; message: string } };
+      assert.equal(error.type, "permission_error");
+      assert.match(
+        error.message,
+        /GATE_POLICY_DENIED.*judges only POST \/v1\/messages and \/v1\/messages\/count_tokens/,
+        path,
+      );
+    }
+    assert.equal(gh.fake.requests.length, upstreamBefore, "nothing went upstream");
+    // Reading is not judged, and still served.
+    const models = await gh.anthropic(session).models.list();
+    assert.ok(Array.isArray(models.data));
+  });
+
   describe("over REST", () => {
     const body = {
       rules: [
@@ -301,6 +342,42 @@ describe("policies", () => {
         .filter((e) => e.target === "cleanup-guard")
         .map((e) => e.action);
       assert.deepEqual(actions, ["policy.delete", "policy.set"]);
+    });
+
+    // Regression (review): an agent that could not compile a pushed policy kept serving with the
+    // rules it had (none, on a fresh agent), and nobody was told.
+    test("policies an agent cannot compile make it refuse every request, and say why, until they are fixed", async () => {
+      const session = await gh.openSession();
+      let pushed = once(gh.agent.verifier, "configured");
+      // Written to the store directly: the REST route would refuse it, as a newer control plane may not.
+      await gh.cp.store.putPolicy({
+        name: "from-elsewhere",
+        body: { rules: [{ name: "bad", when: "request", match: { text: "(?<" }, action: "deny" }] },
+        updatedAt: Date.now(),
+        updatedBy: "test",
+      });
+      await pushed;
+      const error = await apiError(
+        gh
+          .anthropic(session)
+          .messages.create({ model: MODEL, max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+      );
+      assert.equal(error.status, 500);
+      assert.match(error.message, /GATE_CONFIG_INVALID.*cannot use the policies.*policy 'from-elsewhere'/);
+      const ready = await fetch(`${gh.agent.proxyUrl}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match(((await ready.json()) as { reason: string }).reason, /cannot use the policies/);
+
+      pushed = once(gh.agent.verifier, "configured");
+      await gh.cp.store.deletePolicy("from-elsewhere");
+      await pushed;
+      const reply = await gh.anthropic(session).messages.create({
+        model: MODEL,
+        max_tokens: 10,
+        messages: [{ role: "user", content: "hi" }],
+      });
+      assert.equal(reply.type, "message");
+      assert.equal((await fetch(`${gh.agent.proxyUrl}/readyz`)).status, 200);
     });
 
     test("a bad policy is refused naming the field", async () => {

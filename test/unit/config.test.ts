@@ -108,7 +108,7 @@ approvals: { timeoutSeconds: 600, webhooks: [ { url: "https://hooks.example/T1/B
       webhooks: [{ url: "https://hooks.example/T1/B2", format: "slack" }],
     });
     const defaults = controlPlaneConfigSchema.parse({ connections: [connection] });
-    assert.deepEqual([defaults.policies, defaults.approvals], [[], { timeoutSeconds: 600, webhooks: [] }]);
+    assert.deepEqual([defaults.policies, defaults.approvals], [[], { timeoutSeconds: 300, webhooks: [] }]);
 
     const refused = (policies: unknown, approvals?: unknown) =>
       problems(controlPlaneConfigSchema, {

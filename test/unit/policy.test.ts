@@ -137,12 +137,47 @@ describe("request rules: each match field", () => {
       "KEY-IN-DOC",
       "KEY-IN-PARTS",
       "KEY-IN-RESULT",
+      "KEY-IN-DOCKEY-IN-PARTS",
     ]);
     assert.deepEqual(requestHit({ toolResult: "KEY-IN" }, request)?.pieces, ["KEY-IN-RESULT"]);
   });
 
-  test("text does not search tool_use input, thinking, images or tool names", () => {
-    for (const text of ["secrets\\.env", "the user wants", "UElORw", "read_file", "sonnet"]) {
+  // Regression (review): a key cut across two text blocks, put in an earlier tool call's input, a
+  // document's title or a tool's description reached the model past a `text` deny rule.
+  test("text searches what else the model reads: joined adjacent blocks, earlier tool calls, titles, tool descriptions", () => {
+    const split = {
+      system: [
+        { type: "text", text: "BEGIN PRIV" },
+        { type: "text", text: "ATE KEY" },
+      ],
+      tools: [{ name: "t", description: "use KEY-IN-TOOL", input_schema: {} }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "-----BEGIN OPENSSH PRIV" },
+            { type: "text", text: "ATE KEY-----" },
+            { type: "document", title: "KEY-IN-TITLE", source: { type: "base64", data: "eA==" } },
+          ],
+        },
+        {
+          role: "assistant",
+          content: [{ type: "tool_use", id: "t1", name: "bash", input: { command: "cat KEY-IN-CALL" } }],
+        },
+      ],
+    };
+    assert.deepEqual(requestHit({ text: "BEGIN [A-Z ]*PRIVATE KEY" }, split)?.pieces, [
+      "BEGIN PRIVATE KEY",
+      "-----BEGIN OPENSSH PRIVATE KEY-----KEY-IN-TITLE",
+    ]);
+    assert.deepEqual(requestHit({ system: "PRIVATE" }, split)?.pieces, ["BEGIN PRIVATE KEY"]);
+    for (const where of ["KEY-IN-TOOL", "KEY-IN-TITLE", "KEY-IN-CALL"]) {
+      assert.ok(requestHit({ text: where }, split), where);
+    }
+  });
+
+  test("text does not search thinking, images, tool names or the model", () => {
+    for (const text of ["the user wants", "UElORw", "read_file", "sonnet"]) {
       assert.equal(requestHit({ text }, REQUEST), null, text);
     }
   });
@@ -153,6 +188,7 @@ describe("request rules: each match field", () => {
       "You are the deploy bot.",
       "please deploy to prod",
       "Reading the env file.",
+      "secrets.env",
       "what next?",
     ]);
   });
@@ -686,23 +722,41 @@ type ArbitraryRequest = { system?: string | Array<{ text: string }>; messages: A
 
 function candidates(req: ArbitraryRequest): Candidate[] {
   const out: Candidate[] = [];
+  /** Each text, and, when there are several, their join: how the model reads adjacent blocks. */
+  const push = (texts: string[], from: Candidate["from"]) => {
+    for (const text of texts) out.push({ text, from });
+    if (texts.length > 1) out.push({ text: texts.join(""), from });
+  };
   if (typeof req.system === "string") out.push({ text: req.system, from: "system" });
-  else for (const block of req.system ?? []) out.push({ text: block.text, from: "system" });
+  else
+    push(
+      (req.system ?? []).map((b) => b.text),
+      "system",
+    );
   for (const { content } of req.messages) {
     if (typeof content === "string") {
       out.push({ text: content, from: "message" });
       continue;
     }
-    for (const block of content as Array<{ type: string; text?: string; content?: unknown }>) {
-      if (block.type === "text") out.push({ text: block.text ?? "", from: "message" });
+    const texts: string[] = [];
+    for (const block of content as Array<{
+      type: string;
+      text?: string;
+      content?: unknown;
+      input?: { command: string };
+    }>) {
+      if (block.type === "text") texts.push(block.text ?? "");
+      if (block.type === "tool_use") out.push({ text: block.input?.command ?? "", from: "message" });
       if (block.type !== "tool_result") continue;
       if (typeof block.content === "string") out.push({ text: block.content, from: "toolResult" });
       else {
-        for (const part of block.content as Array<{ type: string; text?: string }>) {
-          if (part.type === "text") out.push({ text: part.text ?? "", from: "toolResult" });
-        }
+        const parts = (block.content as Array<{ type: string; text?: string }>)
+          .filter((part) => part.type === "text")
+          .map((part) => part.text ?? "");
+        push(parts, "toolResult");
       }
     }
+    push(texts, "message");
   }
   return out;
 }

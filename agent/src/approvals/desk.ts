@@ -29,7 +29,7 @@ export interface ApprovalAnswer {
 }
 
 /** Default {@link ApprovalDeskOptions.timeoutSeconds}: the control plane's default `approvals.timeoutSeconds`. */
-export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 600;
+export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 300;
 
 /** How long after the control plane's expiry the desk waits for its word before deciding itself. */
 export const DECISION_MARGIN_MS = 5000;
@@ -53,8 +53,8 @@ interface Open {
 
 export class ApprovalDesk {
   private readonly open = new Map<string, Open>();
-  /** Per session: keys of what was approved (policy, rule and a hash of the text). */
-  private readonly approved = new Map<string, Set<string>>();
+  /** Per session: what was approved (policy, rule and a hash of the text) → the approval's id. */
+  private readonly approved = new Map<string, Map<string, string>>();
 
   constructor(private readonly options: ApprovalDeskOptions) {}
 
@@ -116,13 +116,16 @@ export class ApprovalDesk {
         finish(answer("cancelled", "the client went away"));
       };
       const timer = setTimeout(
-        () =>
+        () => {
+          // Nobody waits any more: the control plane is told, so approvers are not asked in vain.
+          this.options.channel.sendNow({ approvalCancel: { id } });
           finish(
             answer(
               "expired",
               `no decision reached this agent within ${seconds} s (approvals.timeoutSeconds); the control plane was unreachable or no approver decided`,
             ),
-          ),
+          );
+        },
         seconds * 1000 + (this.options.marginMs ?? DECISION_MARGIN_MS),
       );
       this.open.set(id, { request, resolve: finish, timer });
@@ -146,23 +149,29 @@ export class ApprovalDesk {
     });
   }
 
-  /** Whether `piece` was approved for this rule in this session. */
-  wasApproved(sessionId: string, policy: string, rule: string, piece: string): boolean {
-    return this.approved.get(sessionId)?.has(approvalKey(policy, rule, piece)) === true;
+  /** The approval that approved `piece` for this rule in this session, if one did. */
+  approvalOf(sessionId: string, policy: string, rule: string, piece: string): string | undefined {
+    return this.approved.get(sessionId)?.get(approvalKey(policy, rule, piece));
   }
 
-  /** Remembers `pieces` as approved for this rule in this session. */
-  remember(sessionId: string, policy: string, rule: string, pieces: readonly string[]): void {
+  /** Remembers `pieces` as approved by `approvalId` for this rule in this session. */
+  remember(
+    sessionId: string,
+    policy: string,
+    rule: string,
+    pieces: readonly string[],
+    approvalId: string,
+  ): void {
     let keys = this.approved.get(sessionId);
     if (keys === undefined) {
       if (this.approved.size >= REMEMBERED_SESSIONS) {
         const oldest = this.approved.keys().next();
         if (!oldest.done) this.approved.delete(oldest.value);
       }
-      keys = new Set();
+      keys = new Map();
       this.approved.set(sessionId, keys);
     }
-    for (const piece of pieces) keys.add(approvalKey(policy, rule, piece));
+    for (const piece of pieces) keys.set(approvalKey(policy, rule, piece), approvalId);
   }
 }
 

@@ -15,8 +15,10 @@ export const FROM_SYSTEM = 1;
 export const FROM_MESSAGE = 2;
 /** The prompt string is the text of a `tool_result` block. */
 export const FROM_TOOL_RESULT = 4;
+/** The prompt string is a tool definition's description. */
+export const FROM_TOOLS = 8;
 /** Any of the above: what a `text` pattern is searched in. */
-export const FROM_ANYWHERE = FROM_SYSTEM | FROM_MESSAGE | FROM_TOOL_RESULT;
+export const FROM_ANYWHERE = FROM_SYSTEM | FROM_MESSAGE | FROM_TOOL_RESULT | FROM_TOOLS;
 
 /**
  * The text of a request's prompt. An agent loop resends its whole history, so the same text can
@@ -49,6 +51,8 @@ function blockTexts(block: unknown, out: (text: string) => void): void {
   if (isTextBlock(block)) out(block.text);
   else if (!isObject(block)) return;
   else if (block.type === "document" && isObject(block.source)) {
+    if (typeof block.title === "string") out(block.title);
+    if (typeof block.context === "string") out(block.context);
     const source = block.source;
     if (source.type === "text" && typeof source.data === "string") out(source.data);
     else if (source.type === "content" && Array.isArray(source.content)) {
@@ -86,7 +90,16 @@ export function promptText(request: unknown): PromptText {
   const system = request.system;
   if (typeof system === "string") add(system, FROM_SYSTEM);
   else if (Array.isArray(system)) {
-    for (const block of system) if (isTextBlock(block)) add(block.text, FROM_SYSTEM);
+    const texts = system.filter(isTextBlock).map((b) => b.text);
+    for (const text of texts) add(text, FROM_SYSTEM);
+    // The model reads adjacent blocks as one text: a pattern split across two is found in the join.
+    if (texts.length > 1) add(texts.join(""), FROM_SYSTEM);
+  }
+  // Tool definitions are rendered into the prompt too.
+  if (Array.isArray(request.tools)) {
+    for (const tool of request.tools) {
+      if (isObject(tool) && typeof tool.description === "string") add(tool.description, FROM_TOOLS);
+    }
   }
 
   const messages = request.messages;
@@ -99,17 +112,28 @@ export function promptText(request: unknown): PromptText {
       continue;
     }
     if (!Array.isArray(content)) continue;
+    const texts: string[] = [];
     for (const block of content) {
       if (isObject(block) && block.type === "tool_result") {
         const result = block.content;
         if (typeof result === "string") add(result, FROM_TOOL_RESULT);
         else if (Array.isArray(result)) {
-          for (const part of result) blockTexts(part, (text) => add(text, FROM_TOOL_RESULT));
+          const parts: string[] = [];
+          for (const part of result) blockTexts(part, (text) => parts.push(text));
+          for (const text of parts) add(text, FROM_TOOL_RESULT);
+          if (parts.length > 1) add(parts.join(""), FROM_TOOL_RESULT);
         }
+      } else if (isObject(block) && block.type === "tool_use") {
+        // Earlier tool calls in the history are sent back to the model as well.
+        for (const value of inputStrings(block.input)) add(value, FROM_MESSAGE);
       } else {
-        blockTexts(block, (text) => add(text, FROM_MESSAGE));
+        blockTexts(block, (text) => {
+          add(text, FROM_MESSAGE);
+          texts.push(text);
+        });
       }
     }
+    if (texts.length > 1) add(texts.join(""), FROM_MESSAGE);
   }
   return { strings, sources };
 }

@@ -30,8 +30,11 @@ export interface ProxyContext {
   logger: Logger;
   /** The masker for responses: built-in detectors and the patterns of the last configuration pushed. */
   masker: () => Masker;
-  /** The policies of the last configuration pushed. */
-  policies: () => PolicySet;
+  /**
+   * The policies of the last configuration pushed; an error (GATE_CONFIG_INVALID) when this agent
+   * could not compile them, so that exchanges are refused rather than served unjudged.
+   */
+  policies: () => PolicySet | GatehouseError;
   /** Where held requests and tool calls ask for approval. */
   approvals: ApprovalDesk;
 }

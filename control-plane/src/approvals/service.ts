@@ -23,8 +23,8 @@ import type { ApprovalRecord, ApprovalStatus, Page, Store } from "../store/types
 /** How often this replica looks for decisions made at others, and for overdue approvals. */
 export const APPROVAL_POLL_MS = 250;
 
-/** The longest preview kept, in UTF-16 code units (agents send at most 4 KiB). */
-const MAX_PREVIEW = 4096;
+/** The longest preview kept, in UTF-16 code units (agents send at most 64 Ki and a note of what they cut). */
+const MAX_PREVIEW = 70_000;
 
 /** The actor of approvals the agent gave up on (its client went away). */
 const AGENT_ACTOR = "agent";

@@ -99,7 +99,8 @@ export class Policies extends EventEmitter<{ changed: [] }> {
       );
     });
     const record: StoredPolicyRecord = { name, body, updatedAt: this.deps.now(), updatedBy: actor };
-    await this.deps.audit.record(actor, "policy.set", name, { rules: body.rules.length });
+    // The whole policy: what it said at any time can be read back from the audit log.
+    await this.deps.audit.record(actor, "policy.set", name, { policy: body });
     await this.deps.store.putPolicy(record);
     await this.refresh();
     return { ...toConfig(record), source: "api", updatedAt: record.updatedAt, updatedBy: actor };

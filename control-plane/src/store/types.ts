@@ -215,7 +215,7 @@ export interface ApprovalRecord {
   stage: "request" | "response";
   /** The rule's message. */
   message: string;
-  /** What is held, masked by the agent, at most 4 KiB. */
+  /** What is held, masked by the agent, at most 64 KiB (and a note of what was cut). */
   preview: string;
   /** The match fields that matched; names only. */
   matched: string[];

@@ -21,8 +21,11 @@ import type { ExchangeRecorder } from "../recorder.js";
 import type { SseBlock } from "../sse.js";
 import type { ResponseMasking } from "./masking.js";
 
-/** The most of what is held that approvers and the record are shown. */
-const MAX_PREVIEW = 4096;
+/**
+ * The most of what is held that approvers and the record are shown (64 KiB): enough for any
+ * command or ordinary file write; beyond it, the preview says how much is not shown.
+ */
+export const MAX_PREVIEW = 64 * 1024;
 
 /** What judging one exchange needs. */
 export interface Guard {
@@ -43,7 +46,8 @@ interface ToolCall {
 }
 
 function preview(text: string): string {
-  return text.length <= MAX_PREVIEW ? text : `${text.slice(0, MAX_PREVIEW - 1)}…`;
+  if (text.length <= MAX_PREVIEW) return text;
+  return `${text.slice(0, MAX_PREVIEW)}… [${text.length - MAX_PREVIEW} more characters not shown: deny unless what is shown is enough to judge]`;
 }
 
 function decisionEvent(hit: RuleHit, call?: ToolCall, shown?: string): PolicyDecision {
@@ -71,10 +75,26 @@ export async function judgeRequest(guard: Guard, request: unknown): Promise<void
   const { policy, desk, recorder } = guard;
   if (!policy.hasRequestRules) return;
   const sessionId = recorder.sessionId;
-  const verdict = policy.judgeRequest(request, (hit, piece) =>
-    desk.wasApproved(sessionId, hit.policy, hit.rule, piece),
-  );
+  // Rules whose matching text was all approved earlier in the session: recorded as such.
+  const remembered = new Map<string, { hit: RuleHit; approvalId: string }>();
+  const unapproved = new Set<string>();
+  const verdict = policy.judgeRequest(request, (hit, piece) => {
+    const key = `${hit.policy}\0${hit.rule}`;
+    const approvalId = desk.approvalOf(sessionId, hit.policy, hit.rule, piece);
+    if (approvalId === undefined) unapproved.add(key);
+    else remembered.set(key, { hit, approvalId });
+    return approvalId !== undefined;
+  });
   for (const flag of verdict.flags) recorder.decision(decisionEvent(flag));
+  for (const [key, { hit, approvalId }] of remembered) {
+    if (unapproved.has(key)) continue;
+    recorder.decision({
+      ...decisionEvent(hit),
+      approvalId,
+      approvalStatus: "approved",
+      reason: "the same text was approved earlier in this session",
+    });
+  }
   const hit = verdict.decision;
   if (hit === null) return;
   if (hit.action === "allow") {
@@ -86,8 +106,8 @@ export async function judgeRequest(guard: Guard, request: unknown): Promise<void
     throw denied(hit, "the request");
   }
   const shown = preview(guard.masker.mask(hit.pieces.join("\n…\n")).text);
-  await approval(guard, hit, shown);
-  desk.remember(sessionId, hit.policy, hit.rule, hit.pieces);
+  const approvalId = await approval(guard, hit, shown);
+  desk.remember(sessionId, hit.policy, hit.rule, hit.pieces, approvalId);
 }
 
 function denied(hit: RuleHit, what: string): GatehouseError {
@@ -98,10 +118,10 @@ function denied(hit: RuleHit, what: string): GatehouseError {
 }
 
 /**
- * Asks for approval and waits. Resolves when approved; otherwise throws the
- * error the client gets (or the stop signal's reason, when the exchange stopped).
+ * Asks for approval and waits. Resolves with the approval's id when approved; otherwise throws
+ * the error the client gets (or the stop signal's reason, when the exchange stopped).
  */
-async function approval(guard: Guard, hit: RuleHit, shown: string, call?: ToolCall): Promise<void> {
+async function approval(guard: Guard, hit: RuleHit, shown: string, call?: ToolCall): Promise<string> {
   const { desk, recorder, stopped } = guard;
   const { id, answer } = desk.ask(
     {
@@ -129,7 +149,7 @@ async function approval(guard: Guard, hit: RuleHit, shown: string, call?: ToolCa
   const what = call ? `the tool call ${call.name} (${call.id})` : "the request";
   switch (a.status) {
     case "approved":
-      return;
+      return id;
     case "denied":
       throw new GatehouseError(
         "GATE_APPROVAL_DENIED",
@@ -177,7 +197,8 @@ async function judgeToolCall(guard: Guard, call: ToolCall, model: string): Promi
 }
 
 interface HeldCall {
-  index: number;
+  /** The block's `index` as sent (any JSON value): its deltas and stop carry the same. */
+  index: unknown;
   id: string;
   name: string;
   json: string;
@@ -186,18 +207,26 @@ interface HeldCall {
 /**
  * Holds streamed tool calls a response rule could apply to until they are
  * judged; wraps the masking rewriter, so what is judged and released is masked.
+ * Fails closed on odd streams: a tool call whose start cannot be read is held
+ * and judged on what arrives, a new tool call while one is held first ends the
+ * held one (it is judged), and a stream that ends inside a held call is judged
+ * on what arrived.
  */
 export class ToolCallGate implements ResponseRewriter {
   /** Blocks held back, in order, from the start of the held call; empty when none is held. */
   private held: SseBlock[] = [];
   private call: HeldCall | null = null;
+  /** The model that answers (from `message_start`), else the one asked for. */
+  private model: string;
 
   constructor(
     private readonly inner: ResponseMasking,
     private readonly guard: Guard,
     /** The model the request asked for. */
-    private readonly model: string,
-  ) {}
+    model: string,
+  ) {
+    this.model = model;
+  }
 
   event(block: SseBlock): SseBlock[] | Promise<SseBlock[]> {
     return this.pass(this.inner.event(block));
@@ -226,32 +255,39 @@ export class ToolCallGate implements ResponseRewriter {
     const model = typeof message.model === "string" ? message.model : this.model;
     for (const block of Array.isArray(message.content) ? message.content : []) {
       const b = block as { type?: unknown; id?: unknown; name?: unknown; input?: unknown };
-      if (b.type !== "tool_use" || typeof b.name !== "string") continue;
-      if (!this.guard.policy.watchesToolCall(b.name, model)) continue;
-      await judgeToolCall(this.guard, { id: String(b.id ?? ""), name: b.name, input: b.input ?? {} }, model);
+      if (b.type !== "tool_use") continue;
+      const name = typeof b.name === "string" ? b.name : "";
+      if (!this.guard.policy.watchesToolCall(name, model)) continue;
+      await judgeToolCall(this.guard, { id: String(b.id ?? ""), name, input: b.input ?? {} }, model);
     }
     return masked;
   }
 
-  /** Blocks to relay now; waits only when a held call's end arrives among them. */
+  /** Blocks to relay now; waits only when a held call ends among them. */
   private pass(blocks: SseBlock[]): SseBlock[] | Promise<SseBlock[]> {
     const out: SseBlock[] = [];
     for (let i = 0; i < blocks.length; i++) {
       const block = blocks[i] as SseBlock;
+      if (block.event === "message_start") this.answeringModel(block);
+      const start = block.event === "content_block_start" ? this.toolStart(block) : null;
       if (this.call === null) {
-        const start = block.event === "content_block_start" ? this.toolStart(block) : null;
         if (start === null) {
           out.push(block);
-          continue;
+        } else {
+          this.call = start;
+          this.held = [block];
         }
-        this.call = start;
-        this.held = [block];
         continue;
       }
-      this.held.push(block);
-      if (block.event === "content_block_delta") this.collect(block);
-      if (block.event === "content_block_stop" && indexOf(block) === this.call.index) {
-        const rest = blocks.slice(i + 1);
+      // Another tool call begins while one is held (its stop never came): the held one ends here.
+      const ends =
+        start !== null || (block.event === "content_block_stop" && sameIndex(block, this.call.index));
+      if (start === null) {
+        this.held.push(block);
+        if (block.event === "content_block_delta") this.collect(block);
+      }
+      if (ends) {
+        const rest = blocks.slice(start === null ? i + 1 : i);
         return this.release().then(async (released) => {
           out.push(...released);
           const more = this.pass(rest);
@@ -263,19 +299,38 @@ export class ToolCallGate implements ResponseRewriter {
     return out;
   }
 
-  /** A tool call to hold, from its content_block_start; null when no rule could apply to it. */
+  private answeringModel(block: SseBlock): void {
+    try {
+      const model = (JSON.parse(block.data) as { message?: { model?: unknown } }).message?.model;
+      if (typeof model === "string" && model !== "") this.model = model;
+    } catch {
+      // Not JSON: the model asked for stays.
+    }
+  }
+
+  /**
+   * A tool call to hold, from a content_block_start; null when it is no tool call, or no rule
+   * could apply to it. A start that cannot be parsed but names tool_use is held (fail closed).
+   */
   private toolStart(block: SseBlock): HeldCall | null {
-    let start: { index?: unknown; content_block?: { type?: unknown; id?: unknown; name?: unknown } };
+    let start: {
+      index?: unknown;
+      content_block?: { type?: unknown; id?: unknown; name?: unknown; input?: unknown };
+    };
     try {
       start = JSON.parse(block.data) as typeof start;
     } catch {
-      return null;
+      return block.data.includes("tool_use")
+        ? { index: undefined, id: "", name: "", json: block.data }
+        : null;
     }
     const cb = start.content_block;
-    if (cb?.type !== "tool_use" || typeof cb.name !== "string" || typeof start.index !== "number")
-      return null;
-    if (!this.guard.policy.watchesToolCall(cb.name, this.model)) return null;
-    return { index: start.index, id: String(cb.id ?? ""), name: cb.name, json: "" };
+    if (cb?.type !== "tool_use") return null;
+    const name = typeof cb.name === "string" ? cb.name : "";
+    if (!this.guard.policy.watchesToolCall(name, this.model)) return null;
+    // Anthropic starts with an empty input and streams it; an input given up front is judged too.
+    const given = cb.input !== undefined && JSON.stringify(cb.input) !== "{}" ? JSON.stringify(cb.input) : "";
+    return { index: start.index, id: String(cb.id ?? ""), name, json: given };
   }
 
   private collect(block: SseBlock): void {
@@ -304,7 +359,7 @@ export class ToolCallGate implements ResponseRewriter {
     try {
       input = call.json === "" ? {} : JSON.parse(call.json);
     } catch {
-      // Cut off mid-input: judged on the text that arrived, as one string value.
+      // Cut off mid-input, or not JSON: judged on the text that arrived, as one string value.
       input = { partial_input: call.json };
     }
     await judgeToolCall(this.guard, { id: call.id, name: call.name, input }, this.model);
@@ -315,11 +370,11 @@ export class ToolCallGate implements ResponseRewriter {
   }
 }
 
-function indexOf(block: SseBlock): number | undefined {
+/** Whether a block's `index` is the one given (compared as JSON values, so "0" is not 0). */
+function sameIndex(block: SseBlock, index: unknown): boolean {
   try {
-    const index = (JSON.parse(block.data) as { index?: unknown }).index;
-    return typeof index === "number" ? index : undefined;
+    return (JSON.parse(block.data) as { index?: unknown }).index === index;
   } catch {
-    return undefined;
+    return false;
   }
 }

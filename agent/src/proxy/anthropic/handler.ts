@@ -41,15 +41,37 @@ function errorJson(error: GatehouseError): string {
   });
 }
 
-/** Gatehouse's own errors in Anthropic's error shape, so SDKs and Claude Code show the reason. */
+/**
+ * Refusals a retry cannot turn around (a policy, an approver, an approval that could not be
+ * asked): the SDKs are told not to retry them, which would only ask again.
+ */
+const NOT_RETRIED = new Set([
+  "GATE_POLICY_DENIED",
+  "GATE_APPROVAL_DENIED",
+  "GATE_APPROVAL_EXPIRED",
+  "GATE_APPROVAL_UNAVAILABLE",
+  "GATE_CONFIG_INVALID",
+]);
+
+/**
+ * Gatehouse's own errors in Anthropic's error shape, so SDKs and Claude Code show the reason.
+ *
+ * @see https://github.com/anthropics/anthropic-sdk-typescript#retries (`x-should-retry`)
+ */
 export const anthropicErrors: ErrorPresenter = {
   response: (error) => ({
     status: error.status,
-    headers: { "content-type": "application/json" },
+    headers: {
+      "content-type": "application/json",
+      ...(NOT_RETRIED.has(error.code) ? { "x-should-retry": "false" } : {}),
+    },
     body: Buffer.from(errorJson(error)),
   }),
   sseEvent: (error) => Buffer.from(`event: error\ndata: ${errorJson(error)}\n\n`),
 };
+
+/** The exchanges whose bodies policies judge. */
+const JUDGED_KINDS = new Set(["anthropic.messages", "anthropic.count_tokens"]);
 
 /** What an exchange is, from its path (without query). */
 export function exchangeKind(method: string, path: string): string {
@@ -184,9 +206,28 @@ async function exchange(
     return refuse(res, recorder, anthropicErrors, target, "OUTCOME_REFUSED");
   }
 
+  const policies = ctx.policies();
+  if (policies instanceof GatehouseError) {
+    return refuse(res, recorder, anthropicErrors, policies, "OUTCOME_REFUSED");
+  }
+  const policy = policies.forConnection(connection.name);
+  if (
+    (policy.hasRequestRules || policy.hasResponseRules) &&
+    !JUDGED_KINDS.has(kind) &&
+    method !== "GET" &&
+    method !== "HEAD"
+  ) {
+    // Fail closed: a body no rule was judged on (a batch, a path spelled another way) must not
+    // take the connection's credential upstream.
+    const err = new GatehouseError(
+      "GATE_POLICY_DENIED",
+      `policies apply to connection '${connection.name}', and Gatehouse judges only POST /v1/messages and /v1/messages/count_tokens; ${method} ${recordedPath.split("?", 1)[0]} is refused`,
+    );
+    return refuse(res, recorder, anthropicErrors, err, "OUTCOME_REFUSED");
+  }
   const masker = ctx.masker();
   const guard: Guard = {
-    policy: ctx.policies().forConnection(connection.name),
+    policy,
     desk: ctx.approvals,
     recorder,
     connection: connection.name,
@@ -194,7 +235,7 @@ async function exchange(
     stopped,
   };
   let model = "";
-  if (kind === "anthropic.messages" || kind === "anthropic.count_tokens") {
+  if (JUDGED_KINDS.has(kind)) {
     let request: unknown;
     try {
       request = JSON.parse(body.toString("utf8"));
