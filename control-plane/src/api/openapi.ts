@@ -174,7 +174,11 @@ const approval = {
       description: "request: held before upstream; response: a tool call held before the client gets it",
     },
     message: { type: "string", description: "The rule's message" },
-    preview: { type: "string", description: "What is held, masked, at most 64 KiB; a longer one ends with a note of how much is not shown" },
+    preview: {
+      type: "string",
+      description:
+        "What is held, masked, at most 64 KiB; a longer one ends with a note of how much is not shown",
+    },
     matched: { type: "array", items: { type: "string" } },
     createdAt: { type: "string", format: "date-time" },
     expiresAt: { type: "string", format: "date-time" },
