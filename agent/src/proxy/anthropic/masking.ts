@@ -1,14 +1,17 @@
 /**
  * Masks secrets in what the Messages API returns, before the client and the record see it.
  *
- * Streamed replies: only `content_block_delta` events whose delta is `text_delta`,
- * `input_json_delta` or `thinking_delta` are touched. Each content block has its own
+ * Streamed replies: `content_block_delta` events whose delta is `text_delta`,
+ * `input_json_delta` or `thinking_delta` are masked as streams (below). Other deltas that carry
+ * text (`citations_delta`) and `content_block_start` payloads (server tool results, a tool input
+ * given whole) come whole in one event: their string values are masked, except `signature`s. Each content block has its own
  * `StreamMasker`; a delta carries the text released so far (possibly empty, so every upstream
  * event still reaches the client, in order, and parses), and what is held back at the end of a
  * block is sent as one more delta of the same type right before its `content_block_stop`. A delta
  * whose text is released unchanged is relayed as the very bytes received; a rewritten one is
  * re-serialized as compact JSON, with its other lines (`event`, `id`, comments) kept. Every other
- * event (`signature_delta`, `message_delta`, `ping`…) passes as the same bytes.
+ * event (`signature_delta`, `message_delta`, `ping`…), and every one with nothing to mask, passes
+ * as the same bytes.
  *
  * Non-streamed JSON replies: every string value is masked, and the body re-serialized only
  * when something was masked.
@@ -56,6 +59,7 @@ export class ResponseMasking implements ResponseRewriter {
 
   event(block: SseBlock): SseBlock[] {
     if (block.event === "content_block_delta") return this.#delta(block);
+    if (block.event === "content_block_start") return [this.#maskedValues(block)];
     if (block.event === "content_block_stop") {
       const index = indexOf(block.data);
       const open = index === undefined ? undefined : this.#open.get(index);
@@ -106,7 +110,9 @@ export class ResponseMasking implements ResponseRewriter {
     const delta = event.delta;
     const deltaType = typeof delta?.type === "string" ? delta.type : "";
     const field = TEXT_FIELDS[deltaType];
-    if (delta === undefined || field === undefined || typeof event.index !== "number") return [block];
+    if (delta === undefined || deltaType === "signature_delta") return [block];
+    if (field === undefined) return [this.#maskedValues(block)];
+    if (typeof event.index !== "number") return [block];
     const text = delta[field];
     if (typeof text !== "string") return [block];
     let open = this.#open.get(event.index);
@@ -140,6 +146,21 @@ export class ResponseMasking implements ResponseRewriter {
     ];
   }
 
+  /** An event that comes whole: its string values masked (signatures kept), re-serialized only when something was. */
+  #maskedValues(block: SseBlock): SseBlock {
+    let value: unknown;
+    try {
+      value = JSON.parse(block.data);
+    } catch {
+      return this.#maskedWhole(block);
+    }
+    const found: MaskCounts = new Map();
+    const masked = maskStrings(value, this.#masker, found);
+    if (found.size === 0) return block;
+    this.#count(found);
+    return withData(block, JSON.stringify(masked));
+  }
+
   /** A delta that is not JSON: its data masked as text, so a secret in it is not relayed. */
   #maskedWhole(block: SseBlock): SseBlock {
     const masked = this.#masker.mask(block.data);
@@ -162,7 +183,7 @@ function indexOf(data: string): number | undefined {
   }
 }
 
-/** Every string value in `value` masked; keys are left alone. */
+/** Every string value in `value` masked; keys, and `signature` values (verified by the API), are left alone. */
 function maskStrings(value: unknown, masker: Masker, found: MaskCounts): unknown {
   if (typeof value === "string") {
     const masked = masker.mask(value);
@@ -172,7 +193,8 @@ function maskStrings(value: unknown, masker: Masker, found: MaskCounts): unknown
   if (Array.isArray(value)) return value.map((v) => maskStrings(v, masker, found));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [key, v] of Object.entries(value)) out[key] = maskStrings(v, masker, found);
+    for (const [key, v] of Object.entries(value))
+      out[key] = key === "signature" ? v : maskStrings(v, masker, found);
     return out;
   }
   return value;
