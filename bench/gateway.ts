@@ -1,6 +1,7 @@
 /**
- * Child process of the benchmark: Gatehouse itself, recording on, with one
- * `anthropic` connection, `claude`, pointing at the fake upstream.
+ * Child process of the benchmarks: Gatehouse itself, recording on, with
+ * `anthropic` connections pointing at the fake upstream (one, `claude`, unless
+ * `--connections` names others).
  *
  * `--role control-plane` and `--role agent` run the two halves in separate
  * processes, as `gatehouse up` and the split deployment do, so the agent's own

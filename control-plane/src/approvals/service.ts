@@ -124,6 +124,8 @@ export class Approvals {
           return refuse(`session ${session.id} is not of a connection this agent may serve`);
         }
         const createdAt = now();
+        // Waiting before it is visible: a decision made here the moment it is stored goes out at once.
+        this.waiting.set(request.id, link);
         approval = await store.insertApproval({
           id: request.id,
           sessionId: session.id,
@@ -151,8 +153,12 @@ export class Approvals {
         return refuse("that approval id was asked for by another agent");
       }
       if (approval.status === "pending") this.waiting.set(approval.id, link);
-      else link.send(decisionOf(approval));
+      else {
+        this.waiting.delete(approval.id);
+        link.send(decisionOf(approval));
+      }
     } catch (error) {
+      this.waiting.delete(request.id);
       logger.error({ err: error, approval: request.id }, "could not take an approval request");
       refuse("the control plane could not store the approval request (its log says why)");
     }
