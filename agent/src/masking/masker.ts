@@ -95,16 +95,18 @@ function isWhitespace(code: number): boolean {
 interface Armed {
   detector: Detector;
   rank: number;
-  /** The pattern, sticky: it matches only where it is started. */
+  /** The pattern, sticky (it matches only where it is started), without indices. */
   sticky: RegExp;
+  /** With a group named `secret`: the pattern, sticky, with indices, for where `secretSpan` cannot tell. */
+  indexed: RegExp | undefined;
   lead: number;
 }
 
 /** The detectors that share one trigger (`://` starts two). */
 interface TriggerGroup {
-  /** The trigger, sticky, to tell which triggers start where a finder stopped. */
-  trigger: RegExp;
   armed: Armed[];
+  /** The group in `Masker.#starts` that its trigger fills where it starts. */
+  capture: number;
 }
 
 /** Where a trigger was found, and whose it is. */
@@ -113,8 +115,8 @@ interface TriggerHit {
   group: TriggerGroup;
 }
 
-function sticky(pattern: RegExp): RegExp {
-  return new RegExp(pattern.source, `${pattern.flags.replace(/[gy]/g, "")}y`);
+function sticky(pattern: RegExp, indices: boolean): RegExp {
+  return new RegExp(pattern.source, `${pattern.flags.replace(/[gyd]/g, "")}y${indices ? "d" : ""}`);
 }
 
 /**
@@ -126,8 +128,13 @@ function sticky(pattern: RegExp): RegExp {
  * ordinary text costs one pass of a single expression.
  */
 export class Masker {
-  /** Finds where any trigger may start, in one pass over the text. */
+  /** Finds where any trigger starts, in one pass over the text. */
   readonly #finder: RegExp;
+  /**
+   * Sticky, run where the finder stopped: fills each group's `capture` if its trigger starts
+   * there (triggers may overlap, as `sk-` and `sk-ant-` do).
+   */
+  readonly #starts: RegExp;
   readonly #groups: readonly TriggerGroup[];
   /** Detectors without a trigger (custom patterns): they run over all text. */
   readonly #untriggered: readonly { detector: Detector; rank: number }[];
@@ -151,17 +158,26 @@ export class Masker {
       if (trigger === undefined) {
         untriggered.push({ detector, rank });
       } else {
-        const key = `${trigger.flags}/${trigger.source}`;
-        group = groups.get(key) ?? { trigger: sticky(trigger), armed: [] };
-        groups.set(key, group);
-        group.armed.push({ detector, rank, sticky: sticky(detector.pattern), lead: detector.lead ?? 0 });
+        // Groups are numbered in the order of `#starts`, which is the map's.
+        group = groups.get(trigger) ?? { armed: [], capture: groups.size + 1 };
+        groups.set(trigger, group);
+        const pattern = detector.pattern;
+        group.armed.push({
+          detector,
+          rank,
+          sticky: sticky(pattern, false),
+          indexed: pattern.hasIndices ? sticky(pattern, true) : undefined,
+          lead: detector.lead ?? 0,
+        });
       }
       if (detector.pendingFrom !== undefined) pending.push({ detector, group });
     });
     this.#groups = [...groups.values()];
-    // Case-insensitive, a superset of every trigger (one pass is cheaper than one per flag set);
-    // each hit is checked against the triggers themselves.
-    this.#finder = new RegExp(this.#groups.map((g) => `(?:${g.trigger.source})`).join("|"), "gi");
+    const triggers = [...groups.keys()];
+    this.#finder = new RegExp(triggers.map((trigger) => `(?:${trigger})`).join("|"), "g");
+    // An empty alternative after each look-ahead: the expression always matches, and a trigger
+    // that does not start here leaves its group unset.
+    this.#starts = new RegExp(triggers.map((trigger) => `(?:(?=(${trigger}))|)`).join(""), "y");
     this.#untriggered = untriggered;
     this.#pending = pending;
     const runs = detectors.filter((d) => d.pendingFrom === undefined).map((d) => d.maxLength + 1);
@@ -172,8 +188,9 @@ export class Masker {
   /** Masks every secret in `text`. */
   mask(text: string): { text: string; found: MaskCounts } {
     const found: MaskCounts = new Map();
-    const hits = resolve(this.scan(text, 0, this.triggers(text, 0)));
-    return { text: render(text, 0, text.length, hits, found), found };
+    const hits: TriggerHit[] = [];
+    this.triggers(text, 0, hits);
+    return { text: render(text, 0, text.length, resolve(this.scan(text, 0, hits)), found), found };
   }
 
   /** A masker for one stream of text (one content block). */
@@ -181,20 +198,21 @@ export class Masker {
     return new StreamMasker(this);
   }
 
-  /** Every trigger that starts at or after `from`, each detector's in the order found. */
-  triggers(text: string, from: number): TriggerHit[] {
-    const hits: TriggerHit[] = [];
+  /** Adds to `hits` every trigger that starts at or after `from` and before `until`, in order. */
+  triggers(text: string, from: number, hits: TriggerHit[], until = text.length): void {
     const finder = this.#finder;
+    const starts = this.#starts;
     finder.lastIndex = from;
-    for (let m = finder.exec(text); m !== null; m = finder.exec(text)) {
-      // Triggers may overlap (`sk-` and `sk-ant-`): each one that starts here is a hit.
-      for (const group of this.#groups) {
-        group.trigger.lastIndex = m.index;
-        if (group.trigger.test(text)) hits.push({ at: m.index, group });
+    for (let m = finder.exec(text); m !== null && m.index < until; m = finder.exec(text)) {
+      starts.lastIndex = m.index;
+      const started = starts.exec(text);
+      if (started !== null) {
+        for (const group of this.#groups) {
+          if (started[group.capture] !== undefined) hits.push({ at: m.index, group });
+        }
       }
       finder.lastIndex = m.index + 1;
     }
-    return hits;
   }
 
   /**
@@ -208,7 +226,7 @@ export class Masker {
       /** Per detector rank: where its next match may start. */
       const next: number[] = [];
       for (const { at, group } of hits) {
-        for (const { detector, rank, sticky: re, lead } of group.armed) {
+        for (const { detector, rank, sticky: re, indexed, lead } of group.armed) {
           const first = Math.max(from, at - lead, next[rank] ?? from);
           const last = Math.min(at, before - 1);
           if (first > last) continue;
@@ -217,7 +235,7 @@ export class Masker {
             re.lastIndex = start;
             const m = re.exec(text);
             if (m === null || m[0].length === 0) continue;
-            raws.push(raw(m, detector, rank));
+            raws.push(raw(m, detector, rank, indexed && secretSpan(m, text, indexed)));
             next[rank] = m.index + m[0].length;
             break;
           }
@@ -234,7 +252,7 @@ export class Masker {
         }
         // Custom patterns must not match whitespace: a stream cuts text at whitespace.
         if (WHITESPACE.test(m[0])) continue;
-        raws.push(raw(m, detector, rank));
+        raws.push(raw(m, detector, rank, m.indices?.groups?.secret));
       }
     }
     return raws;
@@ -250,11 +268,25 @@ export class Masker {
     if (text.length - cut > this.#runMax) cut = text.length - this.#runMax;
     for (const { detector, group } of this.#pending) {
       // A pending match that has not yet shown its trigger is within the last run, held already.
-      if (group !== undefined && !hits.some((hit) => hit.group === group)) continue;
+      if (group !== undefined && !shows(hits, group)) continue;
       const at = detector.pendingFrom?.(text, from) ?? -1;
       if (at !== -1 && at < cut) cut = at;
     }
     return cut;
+  }
+
+  /**
+   * Whether text that gained no whitespace since the last push still releases nothing, as the
+   * last push left it: true unless the text after its last whitespace outgrew the longest
+   * whitespace-free match, or a match that may hold whitespace is arriving. Otherwise the cut
+   * (after the last whitespace) has not moved, and no match reaches it.
+   */
+  waits(text: string, from: number, space: number, hits: readonly TriggerHit[]): boolean {
+    if (text.length - Math.max(space, from) > this.#runMax) return false;
+    for (const { group } of this.#pending) {
+      if (group === undefined || shows(hits, group)) return false;
+    }
+    return true;
   }
 
   /** The cut moved back so that no match reaches it, and not inside a surrogate pair. */
@@ -307,12 +339,37 @@ export function usableMasker(custom: readonly CustomPattern[]): {
   return { masker: new Masker(usable), rejected };
 }
 
-/** A match as a raw hit: with a group named `secret`, only that group is masked. */
-function raw(m: RegExpExecArray, detector: Detector, rank: number): Raw {
+/** Whether `group`'s trigger is among `hits`. */
+function shows(hits: readonly TriggerHit[], group: TriggerGroup): boolean {
+  for (const hit of hits) if (hit.group === group) return true;
+  return false;
+}
+
+/** A match as a raw hit: with the span of a group named `secret`, only that group is masked. */
+function raw(
+  m: RegExpExecArray,
+  detector: Detector,
+  rank: number,
+  secret: [number, number] | undefined,
+): Raw {
   const matchStart = m.index;
   const matchEnd = matchStart + m[0].length;
-  const [start, end] = m.indices?.groups?.secret ?? [matchStart, matchEnd];
+  const [start, end] = secret ?? [matchStart, matchEnd];
   return { start, end, type: detector.name, matchStart, matchEnd, rank };
+}
+
+/**
+ * Where the group named `secret` of a built-in detector's match `m` (found without indices) is.
+ * The group lies inside the match, so where its text occurs there just once, that is its place;
+ * otherwise `indexed` matches again for the indices, which cost several times the match itself.
+ */
+function secretSpan(m: RegExpExecArray, text: string, indexed: RegExp): [number, number] | undefined {
+  const secret = m.groups?.secret;
+  if (secret === undefined) return undefined;
+  const at = m[0].indexOf(secret);
+  if (at !== -1 && at === m[0].lastIndexOf(secret)) return [m.index + at, m.index + at + secret.length];
+  indexed.lastIndex = m.index;
+  return indexed.exec(text)?.indices?.groups?.secret;
 }
 
 /** Keeps the matches that win: the earliest, then the longest, then the first detector. */
@@ -362,9 +419,9 @@ export class StreamMasker {
   #text = "";
   /** Where the unreleased text starts in `#text`: 0 before anything is released, then 1. */
   #from = 0;
-  /** The triggers found in the unreleased text so far. */
+  /** The triggers found in the unreleased text so far, in the order of where they start. */
   #hits: TriggerHit[] = [];
-  /** How much of `#text` has been searched for triggers. */
+  /** How much of `#text` has been searched for triggers (less those left to the next search). */
   #searched = 0;
   /** Where the text after the last whitespace in `#text` starts (`#from` when there is none). */
   #space = 0;
@@ -383,37 +440,53 @@ export class StreamMasker {
   /** Adds text; returns the masked text that can be released now (possibly empty). */
   push(text: string): string {
     if (text.length === 0) return "";
+    const space = this.#space;
+    const end = this.#text.length;
     this.#text += text;
+    const joined = this.#text;
+    for (let i = joined.length - 1; i >= end; i--) {
+      if (isWhitespace(joined.charCodeAt(i))) {
+        this.#space = i + 1;
+        break;
+      }
+    }
+    // Mostly the middle of a long token: it is only held, and searched with the next piece.
+    if (this.#space === space && this.#masker.waits(this.#text, this.#from, space, this.#hits)) return "";
+    this.#search(space, false);
     return this.#release(false);
   }
 
   /** At the end of the stream: the rest, masked. */
   flush(): string {
+    this.#search(this.#space, true);
     return this.#release(true);
+  }
+
+  /**
+   * Finds the triggers in text not yet searched; `space` is `#space` before that text came.
+   * Without whitespace after it, a trigger near the end may still grow into another (`sk-an` into
+   * `sk-ant-`): it is left to the next search, which starts where this one leaves off.
+   */
+  #search(space: number, final: boolean): void {
+    // Back to the last whitespace (no trigger holds any) for a trigger the new text completes.
+    const again = Math.max(space, this.#searched - TRIGGER_MAX_LENGTH + 1);
+    this.#searched = this.#text.length;
+    // Where the next search starts again.
+    const until = final ? this.#searched : Math.max(this.#space, this.#searched - TRIGGER_MAX_LENGTH + 1);
+    this.#masker.triggers(this.#text, again, this.#hits, until);
   }
 
   #release(final: boolean): string {
     const text = this.#text;
     const from = this.#from;
     if (text.length === from) return "";
-    // Only new text is searched, with the end of the text before it for a trigger that the new
-    // text completes: back to the last whitespace, since no trigger holds any.
-    const searched = this.#searched;
-    const again = Math.max(this.#space, searched - TRIGGER_MAX_LENGTH + 1);
-    for (let i = text.length - 1; i >= searched; i--) {
-      if (isWhitespace(text.charCodeAt(i))) {
-        this.#space = i + 1;
-        break;
-      }
-    }
-    const hits = this.#hits.length === 0 ? [] : this.#hits.filter((hit) => hit.at < again);
-    for (const hit of this.#masker.triggers(text, again)) hits.push(hit);
-    this.#searched = text.length;
+    const hits = this.#hits;
     // Matches that start where the text is held anyway do not matter yet: they are not looked for.
     const limit = final ? text.length : this.#masker.hold(text, from, this.#space, hits);
+    // Held from where the unreleased text starts (a match still arriving there): nothing to look for.
+    if (limit <= from) return "";
     const raws = this.#masker.scan(text, from, hits, limit);
     const cut = final ? text.length : this.#masker.settle(text, from, limit, raws);
-    this.#hits = hits;
     if (cut === from) return "";
     const hitsFinal = resolve(raws.filter((r) => r.matchEnd < cut || (final && r.matchEnd <= cut)));
     const out = render(text, from, cut, hitsFinal, this.found);
