@@ -21,10 +21,7 @@
  * Usage: npm run bench:policy [-- --flag value …]   (flags below; each also as BENCH_<FLAG> in the environment)
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -33,14 +30,16 @@ import { AGENT_NODE_OPTIONS } from "@gatehouse/agent/config.js";
 import { promptText } from "@gatehouse/agent/policy/candidates.js";
 import { type ConnectionPolicy, PolicySet } from "@gatehouse/agent/policy/policy.js";
 import { controlPlaneConfigSchema, startControlPlane } from "@gatehouse/control-plane";
+import { toPolicy } from "@gatehouse/control-plane/agents/config.js";
 import { APPROVAL_POLL_MS } from "@gatehouse/control-plane/approvals/service.js";
-import { type PolicyConfig, policySchema } from "@gatehouse/control-plane/policy/schema.js";
+import { policySchema } from "@gatehouse/control-plane/policy/schema.js";
 import type { Policy__Output } from "@gatehouse/proto";
 import { GatehouseClient } from "@gatehouse/sdk";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { Pool } from "undici";
 import type * as FakeModule from "../test/support/fake-anthropic.js";
+import type * as WebhookModule from "../test/support/webhook-receiver.js";
 import { BenchChild, cpuMillis, type DrainResult, type GatewayInfo, machineBusyMillis } from "./child.js";
 import {
   giveUpAfter,
@@ -210,27 +209,8 @@ const POLICIES = [
 
 /** The policies as the control plane pushes them to agents (`AgentConfig.policies`). */
 function pushedPolicies(): Policy__Output[] {
-  return POLICIES.map((raw) => policySchema.parse(raw)).map(
-    (p: PolicyConfig): Policy__Output => ({
-      name: p.name,
-      connections: p.connections ?? [],
-      rules: p.rules.map((r) => ({
-        name: r.name,
-        when: r.when,
-        action: r.action,
-        message: r.message ?? "",
-        match: {
-          text: r.match.text ?? "",
-          system: r.match.system ?? "",
-          model: r.match.model ?? "",
-          tool: r.match.tool ?? "",
-          toolInput: r.match.toolInput ?? "",
-          toolResult: r.match.toolResult ?? "",
-          maxTokensAbove: r.match.maxTokensAbove ?? 0,
-        },
-      })),
-    }),
-  );
+  // toPolicy sets every field, as the agent receives them off the wire.
+  return POLICIES.map((raw) => toPolicy(policySchema.parse(raw)) as Policy__Output);
 }
 
 // ---------------------------------------------------------------- traffic
@@ -475,40 +455,6 @@ function checkToolStream(to: Target, t: StreamTiming): void {
   }
 }
 
-/** Where the control plane announces new pending approvals, as a chat service's incoming webhook. */
-class WebhookReceiver {
-  private readonly bodies: unknown[] = [];
-  private waiting: ((body: unknown) => void)[] = [];
-  private readonly server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      res.writeHead(200).end("ok");
-      const body: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-      const next = this.waiting.shift();
-      if (next) next(body);
-      else this.bodies.push(body);
-    });
-  });
-
-  async start(): Promise<string> {
-    this.server.listen(0, "127.0.0.1");
-    await once(this.server, "listening");
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/services/T0/B0/bench`;
-  }
-
-  /** The next announcement. */
-  next(): Promise<unknown> {
-    if (this.bodies.length > 0) return Promise.resolve(this.bodies.shift());
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
 // ---------------------------------------------------------------- 1. requests through the agent
 
 interface Side {
@@ -635,7 +581,7 @@ interface ApprovalSample {
 /** One request held for approval on `guarded`, approved through `approver`; timed. */
 async function approvalSample(
   to: Target,
-  hooks: WebhookReceiver,
+  hooks: WebhookModule.WebhookReceiver,
   lister: GatehouseClient,
   approver: GatehouseClient,
   release: string,
@@ -1052,6 +998,7 @@ async function main(): Promise<number> {
         usage: { input_tokens: 5000, output_tokens: 20 },
       };
     });
+    const { WebhookReceiver } = await testSupport<typeof WebhookModule>("webhook-receiver");
     const hooks = new WebhookReceiver();
     const webhookUrl = await hooks.start();
     stops.unshift(() => hooks.close());

@@ -7,7 +7,7 @@
 import { HOST_PORT, HTTPS_OR_LOOPBACK, isHttpsOrLoopback } from "@gatehouse/proto/address";
 import { MASKING_PATTERN } from "@gatehouse/proto/masking";
 import { z } from "zod";
-import { policySchema } from "./policy/schema.js";
+import { policySchema, regexSource } from "./policy/schema.js";
 
 /** `host:port`, with `[v6]:port` for IPv6. Port 0 picks a free port. */
 export const listenAddress = z.string().regex(HOST_PORT, "expected host:port, e.g. 127.0.0.1:7070");
@@ -171,8 +171,7 @@ export type AdminLoginConfig = z.infer<typeof adminLogin>;
 
 /**
  * A custom masking pattern: a JavaScript regular expression, checked here at start-up so that
- * the agents it is pushed to never meet one they cannot use. Compiler messages are not repeated:
- * they quote the pattern, which may itself be close to a secret.
+ * the agents it is pushed to never meet one they cannot use.
  */
 const maskingPattern = z.strictObject({
   /** Named in markers (`[MASKED:internal-host]`) and in masking counts. */
@@ -180,27 +179,7 @@ const maskingPattern = z.strictObject({
     .string()
     .regex(MASKING_PATTERN.name, "use lower-case letters, digits and '-' (max 64), e.g. internal-host"),
   /** JavaScript regular expression source, without flags; a group named `secret` masks only that part. */
-  pattern: z
-    .string()
-    .min(1)
-    .superRefine((source, ctx) => {
-      let compiled: RegExp;
-      try {
-        compiled = new RegExp(source);
-      } catch {
-        ctx.addIssue({
-          code: "custom",
-          message: "not a valid JavaScript regular expression; check its syntax",
-        });
-        return;
-      }
-      if (compiled.test("")) {
-        ctx.addIssue({
-          code: "custom",
-          message: "matches empty text; a masking pattern must match at least one character",
-        });
-      }
-    }),
+  pattern: regexSource("matches empty text; a masking pattern must match at least one character"),
   /** The longest text a match spans (default 256): it bounds what a stream holds back. */
   maxLength: z.int().min(1).max(MASKING_PATTERN.maxLength).optional(),
 });

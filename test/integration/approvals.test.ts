@@ -7,9 +7,6 @@
  * that leaves while it waits, and the link being down (fail closed).
  */
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
 import { controlPlaneConfigSchema, startControlPlane } from "@gatehouse/control-plane";
@@ -18,57 +15,14 @@ import { type ApprovalView, GatehouseApiError, GatehouseClient } from "@gatehous
 import { Registry } from "prom-client";
 import { v7 as uuidv7 } from "uuid";
 import { TestGatehouse, UPSTREAM_KEY_ENV } from "../support/gatehouse.js";
-import { makeKey } from "./proxy-policy.test.js";
+import { apiError, makeKey } from "../support/guardrails.js";
+import { WebhookReceiver } from "../support/webhook-receiver.js";
 
 const MODEL = "claude-sonnet-4-6";
 const TIMEOUT_SECONDS = 60;
 /** The command the webhook message gives approvers names the approval. */
 const APPROVE_COMMAND =
   /gatehouse approvals approve ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/;
-
-/** A chat service's incoming webhook: keeps each posted JSON body, hands them out in order. */
-class WebhookReceiver {
-  readonly bodies: unknown[] = [];
-  private waiting: Array<(body: unknown) => void> = [];
-  private readonly server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const body: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-      res.writeHead(200).end("ok");
-      const next = this.waiting.shift();
-      if (next) next(body);
-      else this.bodies.push(body);
-    });
-  });
-
-  async start(): Promise<string> {
-    this.server.listen(0, "127.0.0.1");
-    await once(this.server, "listening");
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/services/T000/B000/XXXX`;
-  }
-
-  next(): Promise<unknown> {
-    const body = this.bodies.shift();
-    if (body !== undefined) return Promise.resolve(body);
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-async function apiError(promise: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError>> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof Anthropic.APIError) return error;
-    throw error;
-  }
-  assert.fail("the request succeeded");
-}
 
 describe("approvals", () => {
   let gh: TestGatehouse;

@@ -10,6 +10,7 @@ import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
 import { GatehouseApiError } from "@gatehouse/sdk";
 import { TestGatehouse } from "../support/gatehouse.js";
+import { apiError, makeKey } from "../support/guardrails.js";
 
 const MODEL = "claude-sonnet-4-6";
 const PRIVATE_KEY =
@@ -56,16 +57,6 @@ const policies = [
     ],
   },
 ];
-
-async function apiError(promise: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError>> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof Anthropic.APIError) return error;
-    throw error;
-  }
-  assert.fail("the request succeeded");
-}
 
 describe("policies", () => {
   let gh: TestGatehouse;
@@ -456,14 +447,3 @@ describe("policies", () => {
     });
   });
 });
-
-/** A new API key with `role`, made with the admin token. */
-export async function makeKey(gh: TestGatehouse, role: string, name = `${role}-key`): Promise<string> {
-  const res = await fetch(`${gh.cp.httpUrl}/v1/api-keys`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${gh.adminToken}`, "content-type": "application/json" },
-    body: JSON.stringify({ name, role }),
-  });
-  assert.equal(res.status, 201);
-  return ((await res.json()) as { key: string }).key;
-}

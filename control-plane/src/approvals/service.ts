@@ -18,6 +18,7 @@ import type { Logger } from "pino";
 import { inScope } from "../agents/scope.js";
 import { type AuditLog, SYSTEM_ACTOR } from "../audit/log.js";
 import type { Principal } from "../identity/api-keys.js";
+import { Poll } from "../poll.js";
 import type { ApprovalRecord, ApprovalStatus, Page, Store } from "../store/types.js";
 
 /** How often this replica looks for decisions made at others, and for overdue approvals. */
@@ -29,18 +30,24 @@ const MAX_PREVIEW = 70_000;
 /** The actor of approvals the agent gave up on (its client went away). */
 const AGENT_ACTOR = "agent";
 
+/** What is announced of a new pending approval. There is no preview: held content stays out of chat. */
+export interface ApprovalNotice {
+  id: string;
+  connection: string;
+  /** Who opened the session (an API key id, or `<issuer>#<sub>`). */
+  requester: { kind: string; id: string };
+  policy: string;
+  rule: string;
+  stage: "request" | "response";
+  /** The rule's message. */
+  message: string;
+  /** Unix ms after which the approval is expired. */
+  expiresAt: number;
+}
+
 /** Where a new pending approval is announced (webhooks). */
 export interface ApprovalAnnouncer {
-  notify(notice: {
-    id: string;
-    connection: string;
-    requester: { kind: string; id: string };
-    policy: string;
-    rule: string;
-    stage: "request" | "response";
-    message: string;
-    expiresAt: number;
-  }): Promise<void>;
+  notify(notice: ApprovalNotice): Promise<void>;
   /** Gives up on announcements under way. */
   stop(): void;
 }
@@ -76,26 +83,30 @@ export interface ApprovalsDeps {
 export class Approvals {
   /** Approvals asked for over links of this replica and not yet answered: id → the link. */
   private readonly waiting = new Map<string, ApprovalLink>();
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | null = null;
-  private stopped = false;
-  private failing = false;
+  private readonly polling: Poll;
 
-  constructor(private readonly deps: ApprovalsDeps) {}
+  constructor(private readonly deps: ApprovalsDeps) {
+    this.polling = new Poll({
+      everyMs: deps.pollMs ?? APPROVAL_POLL_MS,
+      run: () => this.poll(),
+      logger: deps.logger,
+      failing:
+        "cannot read approvals from the store; decisions made at other replicas and expiries wait until it is back",
+      recovered: "reading approvals from the store again",
+    });
+  }
 
   get timeoutSeconds(): number {
     return this.deps.timeoutSeconds;
   }
 
   start(): void {
-    this.schedule();
+    this.polling.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
     this.deps.announcer.stop();
-    await this.running;
+    await this.polling.stop();
   }
 
   /**
@@ -294,32 +305,6 @@ export class Approvals {
     for (const approval of await this.deps.store.getApprovals([...this.waiting.keys()])) {
       if (approval.status !== "pending") this.deliver(approval);
     }
-  }
-
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.poll().then(
-        () => {
-          if (this.failing) this.deps.logger.info("reading approvals from the store again");
-          this.failing = false;
-        },
-        (error: unknown) => {
-          if (!this.failing) {
-            this.deps.logger.warn(
-              { err: error },
-              "cannot read approvals from the store; decisions made at other replicas and expiries wait until it is back",
-            );
-          }
-          this.failing = true;
-        },
-      );
-      void this.running.then(() => {
-        this.running = null;
-        this.schedule();
-      });
-    }, this.deps.pollMs ?? APPROVAL_POLL_MS);
-    this.timer.unref();
   }
 }
 

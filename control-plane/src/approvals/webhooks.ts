@@ -17,27 +17,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
+import type { ApprovalAnnouncer, ApprovalNotice } from "./service.js";
+
+export type { ApprovalNotice };
 
 /** One entry of `approvals.webhooks`. */
 export interface WebhookConfig {
   /** Holds a secret: never logged, never put in an error message. */
   url: string;
   format: "slack" | "teams";
-}
-
-/** What a webhook is told of a new pending approval. There is no preview: held content stays out of chat. */
-export interface ApprovalNotice {
-  id: string;
-  connection: string;
-  /** Who opened the session (an API key id, or `<issuer>#<sub>`). */
-  requester: { kind: string; id: string };
-  policy: string;
-  rule: string;
-  stage: "request" | "response";
-  /** The rule's message. */
-  message: string;
-  /** Unix ms after which the approval is expired. */
-  expiresAt: number;
 }
 
 export interface ApprovalWebhooksDeps {
@@ -78,7 +66,7 @@ type Attempt =
   | { ok: false; retry: boolean; status: number | null; reason: string; retryAfterMs?: number };
 
 /** Posts new pending approvals to the configured Slack and Teams webhooks. */
-export class ApprovalWebhooks {
+export class ApprovalWebhooks implements ApprovalAnnouncer {
   private readonly targets: Target[];
   private readonly fetch: typeof fetch;
   private readonly timeoutMs: number;

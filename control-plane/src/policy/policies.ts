@@ -10,6 +10,7 @@ import { EventEmitter } from "node:events";
 import { GatehouseError } from "@gatehouse/proto/errors";
 import type { Logger } from "pino";
 import type { AuditLog } from "../audit/log.js";
+import { Poll } from "../poll.js";
 import type { Store, StoredPolicyRecord } from "../store/types.js";
 import { type PolicyBody, type PolicyConfig, policyBody } from "./schema.js";
 
@@ -39,25 +40,27 @@ export class Policies extends EventEmitter<{ changed: [] }> {
   private stored: StoredPolicyRecord[] = [];
   /** The stored set as last seen, to tell a change from a poll that found none. */
   private seen = "[]";
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | null = null;
-  private stopped = false;
-  private failing = false;
+  private readonly poll: Poll;
 
   constructor(private readonly deps: PoliciesDeps) {
     super();
+    this.poll = new Poll({
+      everyMs: deps.pollMs ?? POLICY_POLL_MS,
+      run: () => this.refresh(),
+      logger: deps.logger,
+      failing: "cannot read policies from the store; agents keep the policies they have until it is back",
+      recovered: "reading policies from the store again",
+    });
   }
 
   /** Reads the stored policies (failing when the store cannot be read), then polls for changes. */
   async start(): Promise<void> {
     this.adopt(await this.deps.store.listPolicies());
-    this.schedule();
+    this.poll.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.poll.stop();
   }
 
   /** What agents evaluate, in order. */
@@ -140,32 +143,6 @@ export class Policies extends EventEmitter<{ changed: [] }> {
     this.stored = stored;
     this.seen = seen;
     this.emit("changed");
-  }
-
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.refresh().then(
-        () => {
-          if (this.failing) this.deps.logger.info("reading policies from the store again");
-          this.failing = false;
-        },
-        (error: unknown) => {
-          if (!this.failing) {
-            this.deps.logger.warn(
-              { err: error },
-              "cannot read policies from the store; agents keep the policies they have until it is back",
-            );
-          }
-          this.failing = true;
-        },
-      );
-      void this.running.then(() => {
-        this.running = null;
-        this.schedule();
-      });
-    }, this.deps.pollMs ?? POLICY_POLL_MS);
-    this.timer.unref();
   }
 }
 

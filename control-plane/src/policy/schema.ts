@@ -8,29 +8,34 @@ import { z } from "zod";
 
 export const POLICY_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
-/** A JavaScript regular expression source, without flags, that compiles and cannot match empty text. */
-const pattern = z
-  .string()
-  .min(1)
-  .max(4096)
-  .superRefine((source, ctx) => {
-    let compiled: RegExp;
-    try {
-      compiled = new RegExp(source);
-    } catch {
-      ctx.addIssue({
-        code: "custom",
-        message: "not a valid JavaScript regular expression; check its syntax",
-      });
-      return;
-    }
-    if (compiled.test("")) {
-      ctx.addIssue({
-        code: "custom",
-        message: "matches empty text, so it would match everything; make it match at least one character",
-      });
-    }
-  });
+/**
+ * A JavaScript regular expression source, without flags, that compiles and cannot match empty
+ * text; `emptyMessage` says why the latter matters where it is used. Compiler messages are not
+ * repeated: they quote the pattern, which may itself be close to a secret.
+ */
+export function regexSource(emptyMessage: string) {
+  return z
+    .string()
+    .min(1)
+    .max(4096)
+    .superRefine((source, ctx) => {
+      let compiled: RegExp;
+      try {
+        compiled = new RegExp(source);
+      } catch {
+        ctx.addIssue({
+          code: "custom",
+          message: "not a valid JavaScript regular expression; check its syntax",
+        });
+        return;
+      }
+      if (compiled.test("")) ctx.addIssue({ code: "custom", message: emptyMessage });
+    });
+}
+
+const pattern = regexSource(
+  "matches empty text, so it would match everything; make it match at least one character",
+);
 
 /** The match fields each stage looks at; any other field is refused by name. */
 const STAGE_FIELDS = {
