@@ -116,7 +116,8 @@ export class Approvals {
    */
   async ask(link: ApprovalLink, request: ApprovalRequest__Output): Promise<void> {
     const { store, now, logger } = this.deps;
-    const refuse = (reason: string) =>
+    const refuse = (reason: string) => {
+      this.waiting.delete(request.id);
       link.send({
         id: request.id,
         status: "unavailable",
@@ -124,9 +125,13 @@ export class Approvals {
         reason,
         decidedAtUnixMs: now(),
       });
+    };
+    const problem = malformed(request);
+    if (problem) return refuse(problem);
+    // Waiting from before the approval can be visible: a decision made here the moment it is
+    // stored goes out at once, and one made before this answer is sent only once (deliver).
+    this.waiting.set(request.id, link);
     try {
-      const problem = malformed(request);
-      if (problem) return refuse(problem);
       let approval = await store.getApproval(request.id);
       if (approval === null) {
         const session = await store.getSession(request.sessionId);
@@ -135,8 +140,6 @@ export class Approvals {
           return refuse(`session ${session.id} is not of a connection this agent may serve`);
         }
         const createdAt = now();
-        // Waiting before it is visible: a decision made here the moment it is stored goes out at once.
-        this.waiting.set(request.id, link);
         approval = await store.insertApproval({
           id: request.id,
           sessionId: session.id,
@@ -163,13 +166,8 @@ export class Approvals {
       } else if (approval.agentAccountId !== link.accountId) {
         return refuse("that approval id was asked for by another agent");
       }
-      if (approval.status === "pending") this.waiting.set(approval.id, link);
-      else {
-        this.waiting.delete(approval.id);
-        link.send(decisionOf(approval));
-      }
+      if (approval.status !== "pending") this.deliver(approval);
     } catch (error) {
-      this.waiting.delete(request.id);
       logger.error({ err: error, approval: request.id }, "could not take an approval request");
       refuse("the control plane could not store the approval request (its log says why)");
     }
